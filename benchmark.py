@@ -1,0 +1,45 @@
+"""Measures lightnets: cost tables, layer and model speed, FLOPs vs time, input pipelines.
+
+    python benchmark.py <command> [--flags]
+
+Commands (each lives in ``trainer/bench/<command>.py`` and defines its own flags):
+  cost           per-layer params and multiply-adds of a model (``--compare`` for several)
+  layers         the conv-type comparison: MACs vs time at equal shapes
+  throughput     training/inference images/s, optionally against keras.applications
+  cost_vs_time   MACs against measured latency for every family, with the machine's peak
+  pipeline       input-pipeline images/s alone
+
+``python benchmark.py <command> --help`` lists a command's flags.
+"""
+
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+COMMANDS = ("cost", "layers", "throughput", "cost_vs_time", "pipeline")
+
+
+def _usage() -> str:
+    return __doc__.strip() + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+        sys.stdout.write(_usage())
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
+    command = sys.argv[1]
+    if command not in COMMANDS:
+        sys.stderr.write(f"benchmark.py: unknown command '{command}'; choose one of "
+                         f"{', '.join(COMMANDS)}.\n")
+        sys.exit(2)
+    # Import only the chosen command, so only its flags exist and unknown flags are errors.
+    module = importlib.import_module(f"trainer.bench.{command}")
+    from absl import app
+
+    app.run(module.main, argv=[f"{sys.argv[0]} {command}", *sys.argv[2:]])
+
+
+if __name__ == "__main__":
+    main()

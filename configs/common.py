@@ -1,0 +1,94 @@
+"""The full set of config keys, with defaults; every recipe starts from ``get_base_config()``.
+
+Keys here are a contract: tools and scripts set them with ``--config.<key>=<value>``. Add keys,
+never rename them. A key whose default is None is a typed placeholder, so it can still be set
+from the command line.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """All keys the trainer reads, with defaults suitable for the digits quickstart."""
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "mobilenet_v1_050"
+    config.model.input_size = config_dict.placeholder(int)  # None: the variant's default
+    config.model.dropout = config_dict.placeholder(float)  # None: the builder's default
+    config.model.kwargs = ml_collections.ConfigDict()  # family knobs, e.g. {"alpha": 0.5}
+
+    config.data = ml_collections.ConfigDict()
+    # digits | synthetic | folder:<dir> | tfrecord:<glob> | tfds:<name>
+    config.data.source = "digits"
+    config.data.data_dir = ""  # tfds data_dir
+    config.data.image_size = config_dict.placeholder(int)  # None: the model's input size
+    config.data.num_classes = config_dict.placeholder(int)  # synthetic only; else from data
+    config.data.synthetic_examples = 1024
+    config.data.val_fraction = 0.2  # digits: seeded train/val split
+    config.data.augment = "auto"  # auto | imagenet | light | none
+    config.data.on_corrupt = "skip"  # skip | fail
+    config.data.shuffle_buffer = 10_000
+    config.data.cache = "auto"  # auto | memory | none
+    config.data.num_parallel_calls = -1  # -1: tf.data.AUTOTUNE
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 10
+    config.train.batch_size = 64
+    config.train.steps_per_epoch = config_dict.placeholder(int)  # None: a full pass
+    config.train.eval_steps = config_dict.placeholder(int)  # None: the whole validation set
+    config.train.label_smoothing = 0.0
+    config.train.checkpoint_every_steps = 500
+    config.train.keep_checkpoints = 3
+    config.train.best_metric = "val_top1"
+    config.train.verbose = 1
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"  # sgd | rmsprop | adam | adamw
+    config.optim.learning_rate = 1e-3  # at base_batch_size; scaled linearly with batch size
+    config.optim.base_batch_size = 64
+    config.optim.momentum = 0.9
+    config.optim.nesterov = False
+    config.optim.rho = 0.9  # RMSprop decay
+    config.optim.epsilon = 1e-7
+    config.optim.weight_decay = 0.0
+    config.optim.depthwise_weight_decay = 0.0
+    config.optim.schedule = "cosine"  # constant | cosine | step | exponential | linear
+    config.optim.warmup_epochs = 0.0
+    config.optim.decay_rate = 0.1  # step and exponential
+    config.optim.decay_epochs = 30.0  # step and exponential
+    config.optim.min_learning_rate = 0.0
+    config.optim.clipnorm = config_dict.placeholder(float)
+
+    config.runtime = ml_collections.ConfigDict()
+    config.runtime.strategy = "auto"  # auto | one_device | mirrored | multi_worker_mirrored | tpu
+    config.runtime.precision = "float32"  # float32 | float16 | bfloat16
+    config.runtime.jit_compile = False
+    config.runtime.seed = 0
+    config.runtime.deterministic = False
+    config.runtime.tpu = ""
+
+    config.pruning = ml_collections.ConfigDict()
+    config.pruning.final_sparsity = 0.0  # pruning is on when this is > 0
+    config.pruning.schedule = "polynomial_decay"  # polynomial_decay | constant
+    config.pruning.initial_sparsity = 0.0
+    config.pruning.begin_step = 0
+    config.pruning.end_step = config_dict.placeholder(int)  # None: end_epoch or end of training
+    config.pruning.begin_epoch = config_dict.placeholder(float)
+    config.pruning.end_epoch = config_dict.placeholder(float)
+    config.pruning.frequency = 100
+    config.pruning.m_by_n = ""  # e.g. "2:4" for structured sparsity
+    config.pruning.prune_pointwise = True
+    config.pruning.prune_grouped = True
+    config.pruning.prune_dense = True
+    config.pruning.prune_conv = True  # full k x k convolutions
+    config.pruning.prune_depthwise = False
+    config.pruning.skip_first_conv = True
+    config.pruning.skip_classifier = False
+
+    config.export = ml_collections.ConfigDict()
+    config.export.formats = "keras,saved_model"  # at the end of training
+
+    config.init_checkpoint = ""  # warm start from another run's workdir or checkpoint
+    return config

@@ -1,0 +1,1 @@
+"""Benchmark commands behind ``benchmark.py``; one module per command, each with a ``main(argv)``."""
