@@ -1,0 +1,141 @@
+"""Pieces every family builder shares: argument checks, the stem/conv unit, the head, rounding.
+
+Each family file holds its own blocks and stage table; what is identical across families lives
+here once, so that e.g. every classifier is named ``classifier`` (pruning can skip it) and ends in a
+float32 activation (mixed precision gives float32 outputs for the loss).
+"""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+# Layer names of the head, relied on by pruning (skip_classifier) and warm starts (which exclude
+# the classifier).
+CLASSIFIER_NAME = "classifier"
+PREDICTIONS_NAME = "predictions"
+POOLING_CHOICES = (None, "avg", "max")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Rounds ``value`` to the nearest multiple of ``divisor``, never below 90 % of ``value``.
+
+    The MobileNet v2 rule: channels stay hardware-friendly without shrinking a layer by more than
+    10 %. ``min_value`` defaults to ``divisor``.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+def check_builder_args(
+    *,
+    input_shape,
+    num_classes: int,
+    include_top: bool,
+    pooling,
+    dropout: float,
+    min_input_size: int,
+    model_name: str,
+) -> tuple[int, int, int]:
+    """Validates the keras.applications-style arguments every builder takes.
+
+    Returns:
+      ``input_shape`` as a tuple ``(height, width, channels)``.
+
+    Raises:
+      ValueError: naming the bad value and what is accepted.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(d is None or int(d) <= 0 for d in shape):
+        raise ValueError(
+            f"{model_name}: input_shape must be (height, width, channels) with known "
+            f"positive sizes, got {input_shape!r}."
+        )
+    height, width, channels = (int(d) for d in shape)
+    if min(height, width) < min_input_size:
+        raise ValueError(
+            f"{model_name}: input_shape {shape} is too small; this architecture needs "
+            f"at least {min_input_size}x{min_input_size} pixels."
+        )
+    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(
+            f"{model_name}: num_classes must be a positive integer with "
+            f"include_top=True, got {num_classes!r}."
+        )
+    if pooling not in POOLING_CHOICES:
+        raise ValueError(
+            f"{model_name}: pooling must be one of {POOLING_CHOICES}, got {pooling!r}."
+        )
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{model_name}: dropout must be in [0, 1), got {dropout!r}.")
+    return height, width, channels
+
+
+def batch_norm(x, *, name: str, momentum: float = 0.99, epsilon: float = 1e-3):
+    """BatchNormalization over the channel axis (channels-last everywhere in lightnets)."""
+    return keras.layers.BatchNormalization(axis=-1, momentum=momentum, epsilon=epsilon, name=name)(
+        x
+    )
+
+
+def activation(x, kind: str | None, *, name: str):
+    """An activation layer (``relu``, ``relu6``, ...); ``None`` means linear, i.e. no layer."""
+    if kind is None:
+        return x
+    if kind == "relu6":
+        return keras.layers.ReLU(max_value=6.0, name=name)(x)
+    if kind == "relu":
+        return keras.layers.ReLU(name=name)(x)
+    return keras.layers.Activation(kind, name=name)(x)
+
+
+def conv_bn_act(
+    x,
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    padding: str = "same",
+    activation_fn: str | None = "relu",
+    name: str,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+):
+    """Conv2D (no bias) -> BN -> activation, named ``{name}``, ``{name}_bn``, ``{name}_{act}``."""
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+    )(x)
+    x = batch_norm(x, name=f"{name}_bn", momentum=bn_momentum, epsilon=bn_epsilon)
+    return activation(x, activation_fn, name=f"{name}_{activation_fn}")
+
+
+def classifier_head(
+    x,
+    *,
+    include_top: bool,
+    pooling,
+    num_classes: int,
+    dropout: float,
+    classifier_activation: str | None,
+):
+    """Global pooling -> dropout -> ``classifier`` Dense -> float32 ``predictions`` activation.
+
+    With ``include_top=False`` only the optional ``pooling`` is applied (keras.applications'
+    behaviour). The final activation runs in float32 so that mixed-precision models hand float32
+    probabilities (or logits, with ``classifier_activation=None``) to the loss.
+    """
+    if not include_top:
+        if pooling == "avg":
+            return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if pooling == "max":
+            return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+        return x
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dense(num_classes, name=CLASSIFIER_NAME)(x)
+    return keras.layers.Activation(
+        classifier_activation or "linear", dtype="float32", name=PREDICTIONS_NAME
+    )(x)
