@@ -31,8 +31,9 @@ def main() -> None:
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     command = sys.argv[1]
     if command not in COMMANDS:
-        sys.stderr.write(f"benchmark.py: unknown command '{command}'; choose one of "
-                         f"{', '.join(COMMANDS)}.\n")
+        sys.stderr.write(
+            f"benchmark.py: unknown command '{command}'; choose one of {', '.join(COMMANDS)}.\n"
+        )
         sys.exit(2)
     # Import only the chosen command, so only its flags exist and unknown flags are errors.
     module = importlib.import_module(f"trainer.bench.{command}")

@@ -91,14 +91,18 @@ def register_model(fn: Callable | None = None, *, override: bool = False, **spec
     """
     unknown = set(spec_fields) - {f.name for f in dataclasses.fields(ModelSpec)}
     if unknown:
-        raise ValueError(f"register_model got unknown fields {sorted(unknown)}; "
-                         f"valid ones are the ModelSpec fields.")
+        raise ValueError(
+            f"register_model got unknown fields {sorted(unknown)}; "
+            f"valid ones are the ModelSpec fields."
+        )
 
     def decorator(variant_fn: Callable) -> Callable:
         name = variant_fn.__name__
         if name in _REGISTRY and not override:
-            raise ValueError(f"Model '{name}' is already registered; pick another name or pass "
-                             f"register_model(override=True).")
+            raise ValueError(
+                f"Model '{name}' is already registered; pick another name or pass "
+                f"register_model(override=True)."
+            )
         fields = dict(spec_fields)
         family = fields.pop("family", variant_fn.__module__.rsplit(".", 1)[-1])
         _REGISTRY[name] = ModelSpec(name=name, family=family, builder=variant_fn, **fields)
@@ -123,8 +127,10 @@ def get_model_spec(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model '{name}'.{hint} "
-                         f"See architectures.list_models() for all {len(_REGISTRY)} names.") from None
+        raise ValueError(
+            f"Unknown model '{name}'.{hint} "
+            f"See architectures.list_models() for all {len(_REGISTRY)} names."
+        ) from None
 
 
 def create_model(name: str, **overrides) -> keras.Model:

@@ -29,8 +29,13 @@ class LayerCost:
         return LayerCost(self.macs + other.macs, self.params + other.params)
 
 
-def conv_macs(output_hw: tuple[int, int], kernel_hw: tuple[int, int], in_channels: int,
-              out_channels: int, groups: int = 1) -> int:
+def conv_macs(
+    output_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    in_channels: int,
+    out_channels: int,
+    groups: int = 1,
+) -> int:
     """Multiply-adds of a (grouped) convolution: k_h·k_w·(C_in/groups)·C_out·H_out·W_out."""
     out_h, out_w = output_hw
     k_h, k_w = kernel_hw
@@ -69,8 +74,12 @@ def layer_cost(layer: keras.layers.Layer, input_shape) -> LayerCost:
     params = trainable_params(layer)
     if isinstance(input_shape, list) or not isinstance(
         layer,
-        (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-         keras.layers.Dense),
+        (
+            keras.layers.Conv2D,
+            keras.layers.DepthwiseConv2D,
+            keras.layers.SeparableConv2D,
+            keras.layers.Dense,
+        ),
     ):
         return LayerCost(0, params)
     output_shape = tuple(layer.compute_output_shape(tuple(input_shape)))
@@ -84,8 +93,7 @@ def layer_cost(layer: keras.layers.Layer, input_shape) -> LayerCost:
         mid = in_channels * layer.depth_multiplier
         macs = conv_macs(out_hw, layer.kernel_size, in_channels, mid, groups=in_channels)
     elif isinstance(layer, keras.layers.Conv2D):
-        macs = conv_macs(out_hw, layer.kernel_size, in_channels, layer.filters,
-                         groups=layer.groups)
+        macs = conv_macs(out_hw, layer.kernel_size, in_channels, layer.filters, groups=layer.groups)
     else:  # Dense, applied over any leading dimensions
         macs = in_channels * layer.units * _spatial(output_shape)
     return LayerCost(int(macs), params)

@@ -23,8 +23,10 @@ def machine_description() -> str:
         pass
     gpus = tf.config.list_physical_devices("GPU")
     device = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {device}; Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}; {datetime.date.today().isoformat()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {device}; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}; {datetime.date.today().isoformat()}"
+    )
 
 
 def update_section(path: str, section: str, markdown: str) -> None:
@@ -34,10 +36,16 @@ def update_section(path: str, section: str, markdown: str) -> None:
     """
     begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    text = open(path).read() if os.path.exists(path) else ""
+    text = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
-        text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n")
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else (text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n")
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
