@@ -111,6 +111,43 @@ def conv_bn_act(
     return activation(x, activation_fn, name=f"{name}_{activation_fn}")
 
 
+def pad_for_stride(x, kernel_size: int, strides: int, *, name: str):
+    """Symmetric zero padding ahead of a strided conv; returns ``(x, conv_padding)``.
+
+    A stride-2 conv runs as ``ZeroPadding2D(k // 2)`` + ``"valid"``, the form XNNPACK's sparse
+    inference (and tfmot's ``PruneForLatencyOnXNNPack``) recognises; TF's ``"same"`` would pad
+    only bottom/right on even inputs. The output size is ``ceil(size / strides)`` either way.
+    Stride 1 keeps ``"same"`` and adds no layer.
+    """
+    if strides == 1:
+        return x, "same"
+    x = keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=name)(x)
+    return x, "valid"
+
+
+def depthwise_bn_act(
+    x,
+    *,
+    kernel_size: int = 3,
+    strides: int = 1,
+    activation_fn: str | None = "relu",
+    name: str,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+):
+    """[pad] -> DepthwiseConv2D (no bias) -> BN -> activation.
+
+    Named ``{name}_pad`` (stride 2 only), ``{name}``, ``{name}_bn``, ``{name}_{act}``.
+    Cost: MACs ``k·k·C·H_out·W_out``; params ``k·k·C + 2C``.
+    """
+    x, padding = pad_for_stride(x, kernel_size, strides, name=f"{name}_pad")
+    x = keras.layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+    )(x)
+    x = batch_norm(x, name=f"{name}_bn", momentum=bn_momentum, epsilon=bn_epsilon)
+    return activation(x, activation_fn, name=f"{name}_{activation_fn}")
+
+
 def classifier_head(
     x,
     *,

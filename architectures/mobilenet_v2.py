@@ -1,0 +1,202 @@
+"""MobileNet v2 (Sandler et al., 2018): inverted residuals with linear bottlenecks.
+
+A bottleneck expands ``C_in`` to ``t·C_in`` with a 1×1 conv, filters it with a depthwise 3×3 and
+projects it back with a linear 1×1 (no activation: a ReLU on the thin bottleneck would destroy
+information). With ``t = 6`` the pair of 1×1s costs ``2·6·C²`` per pixel, a third of one wide
+``6C -> 6C`` 1×1. The residual joins only blocks with stride 1 and ``C_in == C_out``.
+
+The layout is XNNPACK-friendly (stride-2 convs are ``ZeroPadding2D(1)`` + ``valid``, pooling
+ends the feature extractor), so tfmot's ``PruneForLatencyOnXNNPack`` policy accepts the model.
+"""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+from architectures.common import (
+    check_builder_args,
+    classifier_head,
+    conv_bn_act,
+    depthwise_bn_act,
+    make_divisible,
+    pad_for_stride,
+)
+from architectures.registry import INCEPTION_PREPROCESSING, register_model
+
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+# Bottleneck table (expansion t, output channels c, repeats n, first stride s), paper Table 2.
+BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+BN_MOMENTUM = 0.999
+BN_EPSILON = 1e-3
+MIN_INPUT_SIZE = 32  # five stride-2 layers: 32×32 inputs end on a 1×1 map
+
+_BN = dict(bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def bottleneck_channels(channels: int, alpha: float) -> int:
+    """Block output width: ``make_divisible(int(α·c), 8)``, exactly as keras.applications."""
+    return make_divisible(int(channels * alpha), 8)
+
+
+def inverted_residual(x, filters: int, *, expansion: int, strides: int, block_id: int):
+    """1×1 expand -> BN -> ReLU6 -> dw 3×3 -> BN -> ReLU6 -> 1×1 project -> BN [-> add].
+
+    With ``expansion == 1`` there is no expand conv. Layers are named ``block_{id}_expand``,
+    ``block_{id}_depthwise``, ``block_{id}_project`` (each with ``_bn`` and activation) and
+    ``block_{id}_add``.
+
+    Shapes: ``[B, H, W, M] -> [B, ceil(H/s), ceil(W/s), filters]``.
+    Cost (``E = t·M``): MACs ``M·E·H·W + 9·E·H'·W' + E·filters·H'·W'`` (no first term when
+    ``t = 1``); params ``M·E + 9·E + E·filters`` plus 2 per BN channel.
+    """
+    in_channels = int(x.shape[-1])
+    prefix = f"block_{block_id}"
+    y = x
+    if expansion != 1:
+        y = conv_bn_act(
+            y, expansion * in_channels, 1, activation_fn="relu6", name=f"{prefix}_expand", **_BN
+        )
+    y = depthwise_bn_act(
+        y, strides=strides, activation_fn="relu6", name=f"{prefix}_depthwise", **_BN
+    )
+    y = conv_bn_act(y, filters, 1, activation_fn=None, name=f"{prefix}_project", **_BN)
+    if strides == 1 and in_channels == filters:
+        y = keras.layers.Add(name=f"{prefix}_add")([x, y])
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Builder
+# ---------------------------------------------------------------------------------------------
+
+
+def mobilenet_v2(
+    *,
+    input_shape=(224, 224, 3),
+    alpha: float = 1.0,
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling: str | None = None,
+    dropout: float = 0.2,
+    classifier_activation: str | None = "softmax",
+    name: str = "mobilenet_v2",
+) -> keras.Model:
+    """MobileNet v2 as a functional model (keras.applications signature).
+
+    Args:
+      input_shape: ``(height, width, channels)``, at least 32×32.
+      alpha: width multiplier α; channels ``make_divisible(α·c, 8)``; the last 1×1 conv keeps
+        1280 channels for α ≤ 1 and scales above.
+      num_classes: classifier outputs (with ``include_top``).
+      include_top: add global pooling, dropout and the ``classifier`` Dense layer.
+      pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
+      dropout: dropout rate before the classifier (0.2, as the TF Model Garden trains it).
+      classifier_activation: activation of the ``predictions`` layer; None gives logits.
+      name: the model name.
+
+    Returns:
+      A ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``. At 224×224 and
+      α = 1 it costs about 300M multiply-adds and has 3.50M trainable parameters.
+    """
+    shape = check_builder_args(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        min_input_size=MIN_INPUT_SIZE,
+        model_name=name,
+    )
+    if not alpha > 0:
+        raise ValueError(f"{name}: alpha must be > 0, got {alpha!r}.")
+    inputs = keras.Input(shape=shape, name="image")
+    x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad")
+    x = conv_bn_act(
+        x,
+        make_divisible(STEM_FILTERS * alpha, 8),
+        3,
+        strides=2,
+        padding=padding,
+        activation_fn="relu6",
+        name="stem",
+        **_BN,
+    )
+    block_id = 0
+    for expansion, channels, repeats, first_stride in BLOCKS:
+        for repeat in range(repeats):
+            x = inverted_residual(
+                x,
+                bottleneck_channels(channels, alpha),
+                expansion=expansion,
+                strides=first_stride if repeat == 0 else 1,
+                block_id=block_id,
+            )
+            block_id += 1
+    head_filters = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS
+    x = conv_bn_act(x, head_filters, 1, activation_fn="relu6", name="head_conv", **_BN)
+    outputs = classifier_head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    return keras.Model(inputs, outputs, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants. Multiply-adds and parameters at 224×224 from the released-checkpoint table
+# (tensorflow/models research/slim/nets/mobilenet/README.md); see docs/architectures.md.
+# ---------------------------------------------------------------------------------------------
+
+_SPEC = dict(
+    input_size=224,
+    min_input_size=MIN_INPUT_SIZE,
+    preprocessing=INCEPTION_PREPROCESSING,
+    recipe="mobilenet_v2_imagenet",
+)
+
+
+@register_model(**_SPEC, paper_macs=59e6, paper_params=1_660_000)
+def mobilenet_v2_035(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 0.35, **kwargs})
+
+
+@register_model(**_SPEC, paper_macs=97e6, paper_params=1_950_000)
+def mobilenet_v2_050(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 0.5, **kwargs})
+
+
+@register_model(**_SPEC, paper_macs=209e6, paper_params=2_610_000)
+def mobilenet_v2_075(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 0.75, **kwargs})
+
+
+@register_model(**_SPEC, paper_macs=300e6, paper_params=3_470_000)
+def mobilenet_v2_100(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 1.0, **kwargs})
+
+
+@register_model(**_SPEC, paper_macs=509e6, paper_params=5_340_000)
+def mobilenet_v2_130(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 1.3, **kwargs})
+
+
+@register_model(**_SPEC, paper_macs=582e6, paper_params=6_060_000)
+def mobilenet_v2_140(**kwargs) -> keras.Model:
+    return mobilenet_v2(**{"alpha": 1.4, **kwargs})
