@@ -81,6 +81,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.pruning.m_by_n = ""  # e.g. "2:4" for structured sparsity
     config.pruning.prune_pointwise = True
     config.pruning.prune_grouped = True
+    config.pruning.policy = ""  # "" (the prune_<kind> keys) | xnnpack_latency (1x1 convs, XNNPACK-sparse)
     config.pruning.prune_dense = True
     config.pruning.prune_conv = True  # full k x k convolutions
     config.pruning.prune_depthwise = False
