@@ -28,6 +28,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.synthetic_examples = 1024
     config.data.val_fraction = 0.2  # digits: seeded train/val split
     config.data.augment = "auto"  # auto | imagenet | light | none
+    config.data.min_crop_area = 0.08  # imagenet augment: crop area in [min, 1]; 0.25 small models
+    config.data.label_offset = 0  # tfrecord: subtracted from labels; 1 for 1-based ImageNet shards
     config.data.on_corrupt = "skip"  # skip | fail
     config.data.shuffle_buffer = 10_000
     config.data.cache = "auto"  # auto | memory | none
@@ -79,9 +81,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.pruning.end_epoch = config_dict.placeholder(float)
     config.pruning.frequency = 100
     config.pruning.m_by_n = ""  # e.g. "2:4" for structured sparsity
+    config.pruning.policy = ""  # "" (the prune_<kind> keys) | xnnpack_latency (1x1 convs, XNNPACK-sparse)
     config.pruning.prune_pointwise = True
     config.pruning.prune_grouped = True
-    config.pruning.policy = ""  # "" (the prune_<kind> keys) | xnnpack_latency (1x1 convs, XNNPACK-sparse)
     config.pruning.prune_dense = True
     config.pruning.prune_conv = True  # full k x k convolutions
     config.pruning.prune_depthwise = False
