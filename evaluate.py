@@ -1,0 +1,161 @@
+"""Evaluates saved models of any format: top-1, top-5, loss, per-class accuracy, latency.
+
+    python evaluate.py --model=runs/digits_mnv2                 # a training workdir
+    python evaluate.py --model=m.keras,m.tflite --data.source=digits --json
+    python evaluate.py --model='runs/*/export/model_int8.tflite' --confusion_png=confusion.png
+
+PATH (``--model``, repeatable, comma-separated, globs allowed) is one of:
+
+* a training workdir: its ``config.json`` gives the data, the evaluation preprocessing (the
+  variant's) and the seed; the model is ``DIR/export/model.keras``, else ``DIR/best/``, else the
+  latest checkpoint in ``DIR/checkpoints/``. ``--data.*`` flags given explicitly still override;
+* a ``.keras`` file, a SavedModel directory (run through its signature, Keras metadata or not) or
+  a ``.tflite`` file: data from ``--data.*`` (default: digits), input size from the model, and
+  the Inception [-1, 1] preprocessing unless ``--preprocessing`` names another (``imagenet`` or
+  a model name such as ``shufflenet_v1_g3_100``).
+
+Prints a table (or, with ``--json``, one JSON object per model per line on stdout, with keys
+``model, top1, top5, loss, examples, latency_ms_b1, latency_ms_bN, per_class, ...``; accuracies
+are fractions). Latency is the median wall time of one call on random inputs, in milliseconds per
+batch, at batch 1 and at ``--batch_size``. Exits 1 if any model failed, after trying them all.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import json  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from configs import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string(
+    "model",
+    None,
+    "Model PATH(s): workdir, .keras, SavedModel dir, .tflite; "
+    "repeat the flag, separate with commas or use a glob.",
+)
+config_flags.DEFINE_config_dict(
+    "data",
+    common.get_base_config().data,
+    "Data to evaluate on (a workdir's config.json wins, except for "
+    "--data.* flags given explicitly).",
+)
+flags.DEFINE_bool("json", False, "Print one JSON object per model per line instead of a table.")
+flags.DEFINE_integer("batch_size", 64, "Evaluation batch size, and N of the batch-N latency.")
+flags.DEFINE_string(
+    "confusion_png",
+    "",
+    "Write the confusion matrix to this PNG (with several models: FILE_<i>.png for the i-th).",
+)
+flags.DEFINE_string(
+    "preprocessing",
+    "",
+    "inception | imagenet | <model name>; default: the workdir variant's, else inception.",
+)
+flags.DEFINE_integer("seed", 0, "Data seed for a model outside a workdir (synthetic data).")
+flags.DEFINE_integer("latency_iterations", 20, "Timed calls per latency figure (median).")
+flags.mark_flag_as_required("model")
+
+PER_CLASS_MAX = 20  # beyond this many classes the table omits per-class accuracy (see --json)
+
+
+def _confusion_path(index: int, count: int) -> str:
+    if count == 1:
+        return FLAGS.confusion_png
+    stem, extension = os.path.splitext(FLAGS.confusion_png)
+    return f"{stem}_{index}{extension or '.png'}"
+
+
+def _print_table(results: list[dict]) -> None:
+    from trainer.evaluation import markdown_table
+
+    headers = (
+        "model",
+        "kind",
+        "examples",
+        "top-1 (%)",
+        "top-5 (%)",
+        "loss",
+        "ms @1",
+        f"ms @{FLAGS.batch_size}",
+    )
+    print(
+        markdown_table(
+            headers,
+            (
+                (
+                    r["model"],
+                    r["kind"],
+                    r["examples"],
+                    f"{100 * r['top1']:.2f}",
+                    f"{100 * r['top5']:.2f}",
+                    f"{r['loss']:.4f}",
+                    f"{r['latency_ms_b1']:.2f}",
+                    f"{r['latency_ms_bN']:.2f}",
+                )
+                for r in results
+            ),
+        )
+    )
+    for r in results:
+        if len(r["per_class"]) <= PER_CLASS_MAX:
+            cells = ", ".join(
+                f"{name}: {'-' if acc is None else f'{100 * acc:.1f}'}"
+                for name, acc in r["per_class"].items()
+            )
+            print(f"per-class top-1 (%) of {r['model']}: {cells}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from trainer import evaluation, model_io
+
+    try:
+        paths = model_io.expand_model_paths(FLAGS.model)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"evaluate.py: {error}")
+    overrides = config_flags.get_override_values(FLAGS["data"])
+    results, failed = [], 0
+    for index, path in enumerate(paths):
+        try:
+            model_and_data = model_io.load_with_data(
+                path,
+                FLAGS.data,
+                data_overrides=overrides,
+                preprocessing=FLAGS.preprocessing,
+                batch_size=FLAGS.batch_size,
+                seed=FLAGS.seed,
+            )
+            result, confusion = evaluation.evaluate_model_and_data(
+                model_and_data,
+                latency_batch_size=FLAGS.batch_size,
+                latency_iterations=FLAGS.latency_iterations,
+            )
+        except (FileNotFoundError, ValueError) as error:
+            failed += 1
+            print(f"evaluate.py: {path}: {error}", file=sys.stderr)
+            continue
+        if FLAGS.confusion_png:
+            evaluation.write_confusion_png(
+                confusion,
+                _confusion_path(index, len(paths)),
+                model_and_data.data.class_names,
+                title=path,
+            )
+        results.append(result)
+        if FLAGS.json:
+            print(json.dumps(result), flush=True)
+    if results and not FLAGS.json:
+        _print_table(results)
+    if failed:
+        sys.exit(f"evaluate.py: {failed} of {len(paths)} model(s) failed (see above).")
+
+
+if __name__ == "__main__":
+    app.run(main)
