@@ -133,7 +133,7 @@ def get_model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, **overrides) -> keras.Model:
+def create_model(name: str, /, **overrides) -> keras.Model:
     """Builds a registered variant.
 
     Keyword arguments that are None never override the variant's defaults, so an unset flag
