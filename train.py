@@ -1,0 +1,54 @@
+"""Trains a model: ``python train.py --workdir=DIR --config=configs/<recipe>.py --config.<key>=...``.
+
+With no flags it trains the quickstart recipe (``configs/default.py``, a MobileNet on the bundled
+digits) into ``runs/<date-time>-<model>-<data>``. Running the same command with the same
+``--workdir`` again resumes from the latest checkpoint.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import datetime  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory; default runs/<date-time>-<model>-<data>. Reused: resumes."
+)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Recipe file (configs/<recipe>.py); override keys with --config.*"
+)
+
+
+def default_workdir(config) -> str:
+    """``runs/<YYYYmmdd-HHMMSS>-<model>-<data source>`` (the source made filename-safe)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    source = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.data.source).strip("_")
+    return os.path.join("runs", f"{stamp}-{config.model.name}-{source}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    import trainer
+
+    # TensorFlow's own INFO chatter (saver timings, tracing notes) drowns the progress bar.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or default_workdir(config)
+    try:
+        trainer.run(config, workdir)
+    except ValueError as error:
+        sys.exit(f"train.py: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,173 @@
+"""The trainer's Keras callbacks: NaN guard, checkpoints, metrics files, best model, curves.
+
+Order matters: ``NanGuard`` must come before the callbacks that write state, so that a NaN step
+is never checkpointed and the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.checkpoints import CheckpointState
+from trainer.fileio import read_json, write_atomic, write_json
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.tripped_at: tuple[int, int] | None = None  # (epoch, step)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.tripped_at is None:
+            self.tripped_at = (self._epoch, int(self.model.optimizer.iterations.numpy()))
+            self.model.stop_training = True
+
+    @property
+    def tripped(self) -> bool:
+        return self.tripped_at is not None
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves ``state`` every ``every_steps`` global steps and at each epoch end.
+
+    Args:
+      state: the run's ``CheckpointState``.
+      every_steps: step interval (0 or less: epoch ends only).
+      guard: the run's ``NanGuard``; nothing is saved once it has tripped.
+    """
+
+    def __init__(self, state: CheckpointState, every_steps: int, guard: NanGuard):
+        super().__init__()
+        self.state, self.every_steps, self.guard = state, every_steps, guard
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.guard.tripped or self.every_steps <= 0:
+            return
+        if self.state.step % self.every_steps == 0:
+            self.state.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.guard.tripped:
+            self.state.save(epoch=epoch + 1)
+
+
+def read_metrics_csv(path: str) -> list[dict]:
+    """Rows of a ``metrics.csv`` as dicts of floats (``epoch`` as int); [] if absent."""
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        rows = list(csv.DictReader(f))
+    return [
+        {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+        for row in rows
+    ]
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Keeps ``metrics.csv`` (one row per finished epoch) consistent across resumes.
+
+    Rows of epochs that a resumed run repeats are replaced, so the file never holds duplicates.
+    Each row has the epoch (1-based), every Keras log, ``learning_rate`` and ``epoch_seconds``.
+
+    Args:
+      path: the CSV file.
+      learning_rate: a callable returning the current learning rate.
+      guard: the run's ``NanGuard``; a NaN epoch is not logged.
+    """
+
+    def __init__(self, path: str, learning_rate, guard: NanGuard):
+        super().__init__()
+        self.path, self.learning_rate, self.guard = path, learning_rate, guard
+        self.rows = read_metrics_csv(path)
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.tripped:
+            return
+        row = {"epoch": epoch + 1}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        row["learning_rate"] = float(self.learning_rate())
+        row["epoch_seconds"] = time.perf_counter() - self._start
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        fields = list(dict.fromkeys(key for r in self.rows for key in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.path, buffer.getvalue())
+
+
+class BestModel(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch by ``metric`` in ``directory`` (``DIR/best``).
+
+    A ``tf.train.CheckpointManager`` (one checkpoint) holds the weights and ``best.json`` the
+    metric, value and epoch, so a resumed run keeps comparing against the right value. Metrics
+    whose name contains ``loss`` are minimised, others maximised.
+    """
+
+    def __init__(self, model: keras.Model, directory: str, metric: str, guard: NanGuard):
+        super().__init__()
+        self.metric, self.guard = metric, guard
+        self.directory = directory
+        self.manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model), directory, max_to_keep=1
+        )
+        self.sign = -1.0 if "loss" in metric else 1.0
+        info = os.path.join(directory, "best.json")
+        self.best = read_json(info) if tf.io.gfile.exists(info) else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.metric)
+        if self.guard.tripped or value is None:
+            return
+        value = float(value)
+        if self.best is not None and self.sign * value <= self.sign * self.best["value"]:
+            return
+        path = self.manager.save()
+        self.best = {"metric": self.metric, "value": value, "epoch": epoch + 1, "checkpoint": path}
+        write_json(os.path.join(self.directory, "best.json"), self.best)
+
+
+def plot_curves(rows: list[dict], path: str) -> None:
+    """Loss and accuracy per epoch (train and validation) as a PNG, with matplotlib's Agg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, (title, keys) in zip(
+        axes,
+        (("loss", ("loss", "val_loss")), ("top-1 accuracy", ("top1", "val_top1"))),
+        strict=True,
+    ):
+        for key in keys:
+            values = [row.get(key) for row in rows]
+            if any(v is not None for v in values):
+                axis.plot(epochs, values, marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,225 @@
+"""Training state on disk: resumable checkpoints, and warm starts from another run.
+
+A checkpoint holds the model (with tfmot's pruning step, a variable inside its wrappers), the
+optimizer (its slots and ``iterations``, the global step the learning-rate schedule reads) and
+the number of finished epochs.
+
+Why a kill cannot leave a bad "latest": ``tf.train.Checkpoint.write`` assembles the shards in a
+temporary location and writes the ``.index`` file last, and ``CheckpointManager`` then updates
+its ``checkpoint`` state file with an atomic rename, so the state file only ever names
+checkpoints whose files were complete. As a second line of defence ``restore_latest`` falls back
+to the previous checkpoint when the newest one cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+CLASSIFIER_LAYERS = ("classifier",)
+
+
+class CheckpointState:
+    """Model, optimizer, epoch and step, saved with a ``tf.train.CheckpointManager``.
+
+    Create it under the strategy scope (the epoch counter is a variable).
+
+    Args:
+      model: the model being trained (pruning wrappers included).
+      optimizer: its optimizer, already built (so slot variables restore immediately).
+      directory: where the chief's checkpoints live (``DIR/checkpoints``); restores read here.
+      write_directory: where this process saves; differs from ``directory`` only on non-chief
+        workers of a multi-worker run, which must save too but whose files are thrown away.
+      max_to_keep: how many recent checkpoints to keep.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer,
+        directory: str,
+        *,
+        write_directory: str | None = None,
+        max_to_keep: int = 3,
+    ):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.optimizer = optimizer
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch, step=optimizer.iterations
+        )
+        self.directory = directory
+        self._read = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+        write_directory = write_directory or directory
+        self._write = (
+            self._read
+            if write_directory == directory
+            else tf.train.CheckpointManager(self.checkpoint, write_directory, max_to_keep)
+        )
+        self.last_saved_step = -1
+
+    @property
+    def step(self) -> int:
+        """The global step (``optimizer.iterations``)."""
+        return int(self.optimizer.iterations.numpy())
+
+    def save(self, epoch: int | None = None) -> str | None:
+        """Saves a new ``ckpt-<n>``, recording ``epoch`` finished epochs if given.
+
+        Numbers come from the checkpoint's own save counter, so a save never overwrites a
+        checkpoint the state file names. Returns the path, or None when this step is already
+        saved and no epoch changes.
+        """
+        if epoch is not None:
+            self.epoch.assign(epoch)
+        step = self.step
+        if step == self.last_saved_step and epoch is None:
+            return None
+        path = self._write.save()
+        self.last_saved_step = step
+        return path
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest readable checkpoint; None when there is none.
+
+        Raises:
+          RuntimeError: checkpoints exist but none of them can be read.
+        """
+        candidates = list(reversed(self._read.checkpoints))
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as error:
+                logging.warning(
+                    "Checkpoint %s is unreadable (%s); trying an older one.", path, error
+                )
+                continue
+            self.last_saved_step = self.step
+            return path
+        if candidates:
+            raise RuntimeError(
+                f"None of the checkpoints in {self.directory} can be restored "
+                f"({', '.join(candidates)}); remove the directory to start over."
+            )
+        return None
+
+
+def _find_config(path: str) -> str | None:
+    """The ``config.json`` of the workdir that holds ``path`` (searching up two levels)."""
+    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    for _ in range(3):
+        candidate = os.path.join(directory, "config.json")
+        if os.path.exists(candidate):
+            return candidate
+        directory = os.path.dirname(directory)
+    return None
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a workdir, a checkpoint directory or a prefix.
+
+    Raises:
+      ValueError: nothing restorable at ``path``.
+    """
+    for directory in (os.path.join(path, "checkpoints"), path):
+        if os.path.isdir(directory):
+            latest = tf.train.latest_checkpoint(directory)
+            if latest:
+                return latest
+    if tf.io.gfile.exists(f"{path}.index"):
+        return path
+    raise ValueError(
+        f"config.init_checkpoint='{path}' holds no checkpoint; pass a finished workdir, its "
+        f"checkpoints/ or best/ directory, a checkpoint prefix (…/ckpt-N) or a .keras file."
+    )
+
+
+def load_source_model(path: str) -> keras.Model:
+    """The model stored at ``path``: a ``.keras`` file, or a checkpoint of a train.py run.
+
+    A checkpoint is restored into a model rebuilt from its workdir's ``config.json`` (which
+    records the model name, input size and number of classes).
+    """
+    if path.endswith(".keras"):
+        if not os.path.exists(path):
+            raise ValueError(f"config.init_checkpoint='{path}' does not exist.")
+        return keras.models.load_model(path, compile=False)
+    prefix = resolve_checkpoint(path)
+    config_path = _find_config(prefix)
+    if config_path is None:
+        raise ValueError(
+            f"config.init_checkpoint='{path}': no config.json found beside {prefix}, so its "
+            f"architecture is unknown; pass a workdir written by train.py or a .keras file."
+        )
+    # Imported here: the model, pruning and config modules are only needed for warm starts.
+    import ml_collections
+
+    import architectures
+    from trainer import pruning
+    from trainer.fileio import read_json
+
+    source = ml_collections.ConfigDict(read_json(config_path))
+    size, classes = source.data.image_size, source.data.num_classes
+    model = architectures.create_model(
+        source.model.name,
+        input_shape=(size, size, 3),
+        num_classes=classes,
+        dropout=source.model.dropout,
+        **source.model.kwargs,
+    )
+    if pruning.is_enabled(source.pruning):
+        model = pruning.apply(model, source.pruning, steps_per_epoch=1, total_steps=1)
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    return model
+
+
+def _unwrap(layer):
+    """The layer inside a tfmot pruning wrapper (or the layer itself)."""
+    return getattr(layer, "layer", layer) if type(layer).__name__ == "PruneLowMagnitude" else layer
+
+
+def _layers_by_name(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    layers = {}
+    for layer in model.layers:
+        inner = _unwrap(layer)
+        layers[inner.name] = inner
+    return layers
+
+
+def warm_start(model: keras.Model, init_checkpoint: str, *, exclude=CLASSIFIER_LAYERS) -> dict:
+    """Copies weights from another run into ``model`` by layer name, classifier excluded.
+
+    Layers whose weights differ in shape (another input size changes nothing, another width
+    does) are skipped and reported.
+
+    Returns:
+      ``{"loaded": [names], "skipped": [names]}``.
+
+    Raises:
+      ValueError: ``init_checkpoint`` is unusable, or no layer matched at all.
+    """
+    source = _layers_by_name(load_source_model(init_checkpoint))
+    loaded, skipped = [], []
+    for name, layer in _layers_by_name(model).items():
+        if not layer.weights or name in exclude or name not in source:
+            continue
+        weights = source[name].get_weights()
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.get_weights()]:
+            skipped.append(name)
+            continue
+        layer.set_weights(weights)
+        loaded.append(name)
+    if not loaded:
+        raise ValueError(
+            f"config.init_checkpoint='{init_checkpoint}' shares no layer (by name and shape) "
+            f"with model '{model.name}'; is it the same architecture?"
+        )
+    logging.info(
+        "Warm start from %s: %d layers loaded, %s skipped.",
+        init_checkpoint,
+        len(loaded),
+        skipped or "none",
+    )
+    return {"loaded": loaded, "skipped": skipped}

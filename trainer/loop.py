@@ -1,0 +1,255 @@
+"""``run(config, workdir)``: the whole training job, resumable at any step.
+
+    validate config -> runtime (strategy, precision, seeds) -> datasets -> model (warm start,
+    pruning) -> optimizer, weight decay, compile -> restore latest checkpoint -> fit (the rest
+    of an interrupted epoch first) -> evaluate -> metrics.json, curves, export
+
+Workdir layout: ``config.json`` (resolved config), ``checkpoints/``, ``best/``, ``logs/``
+(TensorBoard), ``metrics.csv``, ``metrics.json``, ``plots/curves.png``, ``export/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+import architectures
+from trainer import callbacks as cbs
+from trainer import checkpoints, config_validation, export, optim, pruning, runtime
+from trainer.data import build_datasets
+from trainer.fileio import read_json, write_atomic, write_json
+
+# Images handed to the int8 TFLite converter to calibrate activation ranges.
+_REPRESENTATIVE_IMAGES = 256
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss and was stopped."""
+
+
+def image_size_of(config, spec) -> int:
+    """``data.image_size``, else ``model.input_size``, else the variant's default size."""
+    return int(config.data.image_size or config.model.input_size or spec.input_size)
+
+
+def run(config, workdir: str) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming what is there) and returns metrics.json's dict.
+
+    Raises:
+      ValueError: a bad config key or value (before any work), naming the key.
+      NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint is kept.
+    """
+    config_validation.validate(config)
+    rt = runtime.setup(config.runtime)
+    try:
+        return _run(config, workdir, rt)
+    finally:
+        rt.cleanup()
+
+
+def _one_hot(num_classes: int):
+    def encode(images, labels):
+        return images, tf.one_hot(labels, num_classes)
+
+    return encode
+
+
+def _representative_images(train: tf.data.Dataset, count: int) -> np.ndarray:
+    images = [x.numpy() for x, _ in train.unbatch().take(count)]
+    return np.stack(images).astype(np.float32)
+
+
+def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
+    """TensorBoard logging, or none (with a warning) where the tensorboard package is missing."""
+    try:
+        import tensorboard  # noqa: F401  tf.summary needs it to write anything
+    except ImportError:
+        logging.warning("tensorboard is not installed; no TensorBoard logs in %s.", log_dir)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir, profile_batch=0)]
+
+
+def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_epoch, total):
+    model = architectures.create_model(
+        config.model.name,
+        input_shape=(image_size, image_size, 3),
+        num_classes=num_classes,
+        dropout=config.model.dropout,
+        **config.model.kwargs,
+    )
+    if config.init_checkpoint and not resuming:
+        checkpoints.warm_start(model, config.init_checkpoint)
+    return pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
+
+
+def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
+    spec = architectures.get_model_spec(config.model.name)
+    image_size = image_size_of(config, spec)
+    batch_size = config.train.batch_size
+    data = build_datasets(
+        config.data,
+        image_size=image_size,
+        preprocessing=spec.preprocessing,
+        batch_size=batch_size,
+        seed=config.runtime.seed,
+    )
+    steps_per_epoch = config.train.steps_per_epoch or max(1, data.train_examples // batch_size)
+    epochs = config.train.epochs
+    total_steps = epochs * steps_per_epoch
+
+    resolved = config.copy_and_resolve_references()
+    resolved.data.image_size, resolved.data.num_classes = image_size, data.num_classes
+    out = rt.write_dir(workdir)
+    write_atomic(os.path.join(out, "config.json"), resolved.to_json_best_effort(indent=2) + "\n")
+
+    encode = _one_hot(data.num_classes)
+    train, val = data.train.map(encode), data.val.map(encode)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+    schedule = optim.build_schedule(
+        config.optim,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        batch_size=batch_size,
+    )
+    with rt.strategy.scope():
+        model = _build_model(
+            config,
+            spec,
+            image_size,
+            data.num_classes,
+            resuming=resuming,
+            steps_per_epoch=steps_per_epoch,
+            total=total_steps,
+        )
+        optim.add_weight_decay(model, config.optim)
+        optimizer = optim.build_optimizer(config.optim, schedule)
+        optim.exclude_from_decay(optimizer, model, config.optim)
+        optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
+        model.compile(
+            optimizer=optimizer,
+            loss=optim.build_loss(config.train.label_smoothing),
+            metrics=optim.build_metrics(data.num_classes),
+            jit_compile=rt.jit_compile,
+        )
+        # Slots exist before restoring, so the checkpoint fills them instead of deferring.
+        optimizer.build(model.trainable_variables)
+        state = checkpoints.CheckpointState(
+            model,
+            optimizer,
+            checkpoint_dir,
+            write_directory=os.path.join(out, "checkpoints"),
+            max_to_keep=config.train.keep_checkpoints,
+        )
+    restored = state.restore_latest()
+    if restored:
+        logging.info("Resuming from %s at step %d.", restored, state.step)
+
+    guard = cbs.NanGuard()
+    logger = cbs.MetricsLogger(
+        os.path.join(out, "metrics.csv"), lambda: schedule(optimizer.iterations), guard
+    )
+    callbacks = [
+        guard,
+        *pruning.callbacks(config.pruning, os.path.join(out, "logs")),
+        cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
+        logger,
+        cbs.BestModel(model, os.path.join(out, "best"), config.train.best_metric, guard),
+        *_tensorboard(os.path.join(out, "logs")),
+    ]
+    fit = dict(
+        x=train,
+        validation_data=val,
+        validation_steps=config.train.eval_steps,
+        callbacks=callbacks,
+        verbose=config.train.verbose,
+    )
+    epoch, offset = divmod(state.step, steps_per_epoch)
+    if offset and epoch < epochs:
+        # The rest of the epoch a kill interrupted, so the step count matches an unbroken run.
+        model.fit(
+            epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch - offset, **fit
+        )
+        epoch += 1
+    if epoch < epochs and not guard.tripped:
+        model.fit(epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit)
+    if guard.tripped:
+        bad_epoch, bad_step = guard.tripped_at
+        raise NonFiniteLossError(
+            f"The loss became NaN or infinite in epoch {bad_epoch + 1} (step {bad_step}); "
+            f"training stopped. The last good checkpoint is kept in {checkpoint_dir} (resume "
+            f"with the same command after fixing the cause, e.g. a lower "
+            f"config.optim.learning_rate, config.optim.clipnorm or float32 precision)."
+        )
+    return _finish(
+        config,
+        workdir,
+        out,
+        model,
+        data,
+        train,
+        val,
+        state,
+        logger.rows,
+        image_size=image_size,
+        spec=spec,
+    )
+
+
+def _finish(config, workdir, out, model, data, train, val, state, rows, *, image_size, spec):
+    """Final evaluation, metrics.json, curves and export."""
+    started = time.perf_counter()
+    scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+    metrics = {
+        "final": {
+            "val_top1": float(scores["top1"]),
+            "val_top5": float(scores["top5"]),
+            "val_loss": float(scores["loss"]),
+            "epochs": int(state.epoch.numpy()),
+            "steps": state.step,
+            "train_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
+        },
+        "model": config.model.name,
+        "num_classes": data.num_classes,
+        "image_size": image_size,
+        "corrupt_images": data.corrupt_report(),
+    }
+    formats = export.parse_formats(config.export.formats)
+    representative = (
+        _representative_images(train, _REPRESENTATIVE_IMAGES) if "tflite_int8" in formats else None
+    )
+    export_dir = os.path.join(out, "export")
+    paths = export.export_model(
+        model,
+        export_dir,
+        formats=formats,
+        image_size=image_size,
+        preprocessing=spec.preprocessing,
+        representative_images=representative,
+    )
+    if pruning.is_enabled(config.pruning):
+        init = config.init_checkpoint
+        dense = init if init and (os.path.isdir(init) or init.endswith(".keras")) else None
+        metrics["pruning"] = pruning.export_report(pruning.strip(model), dense, config.pruning)
+    metrics["export"] = {name: os.path.relpath(p, out) for name, p in paths.items()}
+    best_info = os.path.join(out, "best", "best.json")
+    if tf.io.gfile.exists(best_info):
+        metrics["best"] = read_json(best_info)
+    write_json(os.path.join(out, "metrics.json"), metrics)
+    if rows:
+        cbs.plot_curves(rows, os.path.join(out, "plots", "curves.png"))
+    logging.info("Evaluation and export took %.1f s.", time.perf_counter() - started)
+    final = metrics["final"]
+    print(
+        f"Finished {final['epochs']} epochs ({final['steps']} steps): val_top1="
+        f"{final['val_top1']:.4f} val_top5={final['val_top5']:.4f} val_loss="
+        f"{final['val_loss']:.4f}. Metrics in {os.path.join(workdir, 'metrics.json')}; "
+        f"model exported to {os.path.join(workdir, 'export')} ({', '.join(paths)}).",
+        flush=True,
+    )
+    return metrics
