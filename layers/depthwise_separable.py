@@ -13,6 +13,57 @@ from layers import conv_args  # noqa: E402
 from layers.cost import LayerCost, conv_macs  # noqa: E402
 
 
+def atrous_depthwise_conv2d(inputs, kernel, padding: str, dilation_rate):
+    """Stride-1 dilated depthwise convolution as a sum of shifted, per-channel-scaled taps.
+
+    ``tf.nn.depthwise_conv2d`` implements dilation as SpaceToBatchND → conv → BatchToSpaceND and
+    the TFLite converter keeps those ops. The native op with ``dilations`` avoids them but only
+    runs under oneDNN float32 (plain CPU kernels, float16 without AVX-512 reject it) and its
+    oneDNN gradients are wrong. The tap sum is exact, differentiable everywhere and converts to
+    builtin PAD, STRIDED_SLICE, MUL and ADD; it does the same ``k_h·k_w`` multiply-adds per output
+    as the fused op, unfused.
+
+    Args:
+      inputs: ``(B, H, W, N)``.
+      kernel: ``(k_h, k_w, N, dm)``.
+      padding: ``"same"`` or ``"valid"``.
+      dilation_rate: pair ``(d_h, d_w)`` of positive ints.
+
+    Returns:
+      ``(B, H_out, W_out, N·dm)``, channel ``n·dm + m`` from input channel ``n``.
+    """
+    k_h, k_w, channels, multiplier = kernel.shape
+    d_h, d_w = dilation_rate
+    span_h, span_w = d_h * (k_h - 1), d_w * (k_w - 1)
+    if padding == "same":
+        # TF's SAME puts the smaller half of the padding first.
+        inputs = tf.pad(
+            inputs,
+            [
+                [0, 0],
+                [span_h // 2, span_h - span_h // 2],
+                [span_w // 2, span_w - span_w // 2],
+                [0, 0],
+            ],
+        )
+    if multiplier > 1:
+        inputs = inputs[..., None]  # (B, H, W, N, 1) broadcasts against the (N, dm) taps
+    outputs = None
+    for i in range(k_h):
+        for j in range(k_w):
+            tap = inputs[
+                :, i * d_h : (i * d_h - span_h) or None, j * d_w : (j * d_w - span_w) or None
+            ]
+            weights = kernel[i, j] if multiplier > 1 else kernel[i, j, :, 0]
+            term = tap * weights
+            outputs = term if outputs is None else outputs + term
+    if multiplier > 1:
+        outputs = tf.reshape(
+            outputs, tf.concat([tf.shape(outputs)[:3], [channels * multiplier]], axis=0)
+        )
+    return outputs
+
+
 @keras.saving.register_keras_serializable(package="lightnets")
 class DepthwiseSeparableConv2D(keras.layers.Layer):
     """A k×k depthwise convolution per channel followed by a 1×1 pointwise convolution.
@@ -22,10 +73,9 @@ class DepthwiseSeparableConv2D(keras.layers.Layer):
     into ``filters`` outputs. No activation sits between the two (Xception found it hurts); an
     ``activation`` applies to the output.
 
-    Dilation (DeepLab v3+'s atrous separable convolution) is passed to the depthwise kernel op
-    itself rather than through ``tf.nn.separable_conv2d``'s ``rate`` path, which wraps the conv in
-    SpaceToBatchND/BatchToSpaceND: that way TFLite gets one DEPTHWISE_CONV_2D with dilation
-    factors.
+    Dilation (DeepLab v3+'s atrous separable convolution) is computed by
+    ``atrous_depthwise_conv2d`` rather than through the ``rate`` path of
+    ``tf.nn.separable_conv2d``, which leaves SpaceToBatchND/BatchToSpaceND in TFLite models.
 
     Args:
       filters: number of output channels ``M``.
@@ -142,14 +192,13 @@ class DepthwiseSeparableConv2D(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        # The native op takes dilations directly: no SpaceToBatchND in the graph or in TFLite.
-        depthwise = tf.raw_ops.DepthwiseConv2dNative(
-            input=inputs,
-            filter=tf.cast(self.depthwise_kernel, self.compute_dtype),
-            strides=(1, *self.strides, 1),
-            padding=self.padding.upper(),
-            dilations=(1, *self.dilation_rate, 1),
-        )
+        kernel = tf.cast(self.depthwise_kernel, self.compute_dtype)
+        if max(self.dilation_rate) > 1:
+            depthwise = atrous_depthwise_conv2d(inputs, kernel, self.padding, self.dilation_rate)
+        else:
+            depthwise = tf.nn.depthwise_conv2d(
+                inputs, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper()
+            )
         outputs = tf.nn.conv2d(
             depthwise,
             tf.cast(self.pointwise_kernel, self.compute_dtype),
