@@ -277,15 +277,16 @@ def _open_folder(directory: str, data_config) -> Source:
 
 def count_tfrecords(path: str) -> int:
     """Number of records in a TFRecord file, reading only the 12-byte record headers."""
-    count = 0
+    count, position = 0, 0
     with tf.io.gfile.GFile(path, "rb") as f:
         size = f.size()
-        while f.tell() < size:
-            header = f.read(12)
-            if len(header) < 12:
-                raise ValueError(f"TFRecord file '{path}' is truncated at byte {f.tell()}.")
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, 1)  # payload and its CRC
+        while position < size:
+            f.seek(position)
+            header = f.read(12)  # uint64 length, uint32 length CRC
+            (length,) = struct.unpack("<Q", header[:8]) if len(header) == 12 else (size,)
+            position += 12 + length + 4  # header, payload, payload CRC
+            if position > size:
+                raise ValueError(f"TFRecord file '{path}' is truncated (record {count}).")
             count += 1
     return count
 
