@@ -1,0 +1,146 @@
+"""Xception (Chollet, 2017): depthwise separable convolutions with residual connections.
+
+Entry flow: conv 3×3/2 (32, valid) → conv 3×3 (64, valid) → three blocks of [sepconv → BN →
+ReLU → sepconv → BN → max-pool 3×3/2] (128, 256, 728) with 1×1/2 conv + BN shortcuts, every
+block but the first starting with a ReLU. Middle flow: 8 × [ReLU → sepconv 728 → BN] × 3 with
+identity shortcuts. Exit flow: ReLU → sepconv 728 → BN → ReLU → sepconv 1024 → BN → max-pool
+with a 1×1/2 shortcut, then sepconv 1536 → BN → ReLU → sepconv 2048 → BN → ReLU → pool → FC
+(``../shared/papers.md``, paper Fig. 5). Separable convolutions are ``DepthwiseSeparableConv2D``
+with nothing between the depthwise and pointwise steps and no biases.
+
+Layer names follow ``keras.applications.Xception`` (``block2_sepconv1``, ``block2_sepconv1_bn``,
+...), whose trainable parameter count this model matches exactly (22,855,952 at 1000 classes).
+"""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+from architectures import common
+from architectures.registry import INCEPTION_PREPROCESSING, register_model
+from layers import DepthwiseSeparableConv2D
+
+# (block number, output channels) of the entry flow's three downsampling blocks.
+ENTRY_BLOCKS = ((2, 128), (3, 256), (4, 728))
+MIDDLE_BLOCKS = range(5, 13)
+MIDDLE_CHANNELS = 728
+# Exit flow: the downsampling block 13 and the two separable convs of block 14.
+EXIT_BLOCK_CHANNELS = (728, 1024)
+EXIT_CONV_CHANNELS = (1536, 2048)
+# The two unpadded stem convs need 7 pixels (7 → 3 → 1); everything after keeps "same" sizes.
+MIN_INPUT_SIZE = 7
+
+
+# -- blocks -------------------------------------------------------------------------------------
+
+
+def _sepconv_bn(x, filters: int, *, name: str):
+    """DepthwiseSeparableConv2D 3×3 (no bias, nothing between its two steps) → BN."""
+    x = DepthwiseSeparableConv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+    return common.batch_norm(x, name=f"{name}_bn")
+
+
+def downsampling_block(x, channels: tuple[int, int], *, pre_activation: bool, block: int):
+    """[ReLU] → sepconv → BN → ReLU → sepconv → BN → max-pool 3×3/2, + 1×1/2 conv → BN.
+
+    Args:
+      x: input tensor ``(B, H, W, C_in)``.
+      channels: output channels of the two separable convolutions.
+      pre_activation: whether the block opens with a ReLU (all but entry block 2).
+      block: block number, the layer-name prefix ``block{n}_``.
+
+    Returns:
+      ``(B, ceil(H / 2), ceil(W / 2), channels[1])``.
+
+    Cost: MACs ``H·W·(C_in·(9 + c_1) + c_1·(9 + c_2)) + H'·W'·C_in·c_2`` (shortcut).
+    """
+    prefix = f"block{block}"
+    shortcut = keras.layers.Conv2D(
+        channels[1], 1, strides=2, padding="same", use_bias=False, name=f"{prefix}_shortcut"
+    )(x)
+    shortcut = common.batch_norm(shortcut, name=f"{prefix}_shortcut_bn")
+    if pre_activation:
+        x = common.activation(x, "relu", name=f"{prefix}_sepconv1_act")
+    x = _sepconv_bn(x, channels[0], name=f"{prefix}_sepconv1")
+    x = common.activation(x, "relu", name=f"{prefix}_sepconv2_act")
+    x = _sepconv_bn(x, channels[1], name=f"{prefix}_sepconv2")
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{prefix}_pool")(x)
+    return keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
+
+
+def middle_block(x, *, block: int):
+    """Three [ReLU → sepconv 728 → BN] with an identity shortcut; shape unchanged.
+
+    Cost: MACs ``3·H·W·728·(9 + 728)``.
+    """
+    shortcut = x
+    for i in range(1, 4):
+        x = common.activation(x, "relu", name=f"block{block}_sepconv{i}_act")
+        x = _sepconv_bn(x, MIDDLE_CHANNELS, name=f"block{block}_sepconv{i}")
+    return keras.layers.Add(name=f"block{block}_add")([x, shortcut])
+
+
+# -- builder (and the only variant) ------------------------------------------------------------
+
+
+# The paper publishes parameters, not multiply-adds.
+@register_model(
+    input_size=299,
+    min_input_size=MIN_INPUT_SIZE,
+    preprocessing=INCEPTION_PREPROCESSING,
+    recipe="xception_imagenet",
+    paper_params=22_855_952,
+)
+def xception(
+    *,
+    input_shape=(299, 299, 3),
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling=None,
+    dropout: float = 0.0,
+    classifier_activation: str | None = "softmax",
+    name: str = "xception",
+) -> keras.Model:
+    """Builds Xception.
+
+    Args:
+      input_shape: ``(H, W, 3)``, at least 7×7 (the stem convs are unpadded).
+      num_classes: classifier outputs (with ``include_top``).
+      include_top: whether to add pool → dropout → FC → activation.
+      pooling: ``None``, ``"avg"`` or ``"max"`` pooling when ``include_top`` is False.
+      dropout: dropout rate before the classifier (the paper's recipe uses 0.5).
+      classifier_activation: activation of the outputs; ``None`` for logits.
+      name: model name.
+
+    Returns:
+      A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
+    """
+    common.check_builder_args(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        min_input_size=MIN_INPUT_SIZE,
+        model_name=name,
+    )
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = common.conv_bn_act(inputs, 32, 3, strides=2, padding="valid", name="block1_conv1")
+    x = common.conv_bn_act(x, 64, 3, padding="valid", name="block1_conv2")
+    for block, channels in ENTRY_BLOCKS:
+        x = downsampling_block(x, (channels, channels), pre_activation=block > 2, block=block)
+    for block in MIDDLE_BLOCKS:
+        x = middle_block(x, block=block)
+    x = downsampling_block(x, EXIT_BLOCK_CHANNELS, pre_activation=True, block=13)
+    for i, channels in enumerate(EXIT_CONV_CHANNELS, start=1):
+        x = _sepconv_bn(x, channels, name=f"block14_sepconv{i}")
+        x = common.activation(x, "relu", name=f"block14_sepconv{i}_act")
+    outputs = common.classifier_head(
+        x,
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    return keras.Model(inputs, outputs, name=name)
