@@ -16,12 +16,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from layers.cost import LayerCost, layer_cost  # noqa: E402
 from layers.channel_shuffle import ChannelShuffle  # noqa: E402
+from layers.channel_split import ChannelSplit  # noqa: E402
 from layers.depthwise_separable import DepthwiseSeparableConv2D  # noqa: E402
 from layers.grouped import GroupConv2D  # noqa: E402
 from layers.spatial_separable import SpatialSeparableConv2D  # noqa: E402
 
 __all__ = [
     "ChannelShuffle",
+    "ChannelSplit",
     "DepthwiseSeparableConv2D",
     "GroupConv2D",
     "LayerCost",
