@@ -13,6 +13,11 @@ from layers import conv_args  # noqa: E402
 from layers.cost import LayerCost, conv_macs  # noqa: E402
 
 
+def _fresh(initializer):
+    """A copy of ``initializer``: one unseeded instance used twice draws the same values twice."""
+    return type(initializer).from_config(initializer.get_config())
+
+
 @keras.saving.register_keras_serializable(package="lightnets")
 class SpatialSeparableConv2D(keras.layers.Layer):
     """A ``k_h×1`` convolution followed by a ``1×k_w`` convolution (Inception-v3, §3.2.1 survey).
@@ -112,14 +117,10 @@ class SpatialSeparableConv2D(keras.layers.Layer):
         return self.use_bias and self.intermediate_activation is not None
 
     def _kernel(self, name, shape):
-        # A fresh initializer per kernel: one unseeded instance would draw the same values twice.
-        initializer = type(self.kernel_initializer).from_config(
-            self.kernel_initializer.get_config()
-        )
         return self.add_weight(
             name=name,
             shape=shape,
-            initializer=initializer,
+            initializer=_fresh(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
             trainable=True,
@@ -129,7 +130,7 @@ class SpatialSeparableConv2D(keras.layers.Layer):
         return self.add_weight(
             name=name,
             shape=(size,),
-            initializer=self.bias_initializer,
+            initializer=_fresh(self.bias_initializer),
             regularizer=self.bias_regularizer,
             constraint=self.bias_constraint,
             trainable=True,
