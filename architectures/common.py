@@ -51,7 +51,8 @@ def check_builder_args(
     if len(shape) != 3 or any(d is None or int(d) <= 0 for d in shape):
         raise ValueError(
             f"{model_name}: input_shape must be (height, width, channels) with known "
-            f"positive sizes, got {input_shape!r}."
+            f"positive sizes, at least {min_input_size}x{min_input_size} pixels, got "
+            f"{input_shape!r}."
         )
     height, width, channels = (int(d) for d in shape)
     if min(height, width) < min_input_size:
