@@ -6,8 +6,8 @@ SavedModel without Keras metadata and a ``.tflite`` file are all measured the sa
 * top-1 and top-5 accuracy (top-k with k = min(5, classes)), as fractions in [0, 1];
 * loss: mean sparse categorical cross-entropy, ``-log p[label]`` with ``p`` clipped to
   [1e-7, 1] as Keras does. Scores that are not already probabilities (rows non-negative and
-  summing to 1 within 0.05, which a dequantised int8 softmax still does) are logits and go
-  through a softmax first;
+  summing to 1 within 0.05, which a dequantised int8 softmax still does) are logits, scored
+  with an exact log-softmax;
 * per-class accuracy and the confusion matrix (rows: true class, columns: predicted class).
 """
 
@@ -69,9 +69,14 @@ class MetricsAccumulator:
         if self._from_logits is None:
             # Decided once, on the first batch, so every batch is scored the same way.
             self._from_logits = not looks_like_probabilities(scores)
-        probabilities = softmax(scores) if self._from_logits else scores
-        true_probability = probabilities[np.arange(len(labels)), labels]
-        self._loss_sum += float(-np.log(np.clip(true_probability, _EPSILON, 1.0)).sum())
+        true_score = scores[np.arange(len(labels)), labels]
+        if self._from_logits:
+            # log-softmax, unclipped, as Keras's from_logits loss.
+            peak = scores.max(axis=1)
+            log_sum = peak + np.log(np.exp(scores - peak[:, None]).sum(axis=1))
+            self._loss_sum += float((log_sum - true_score).sum())
+        else:
+            self._loss_sum += float(-np.log(np.clip(true_score, _EPSILON, 1.0)).sum())
         # Rank of the true class: how many classes score strictly higher (ties favour the label,
         # as tf.math.in_top_k does).
         higher = (scores > scores[np.arange(len(labels)), labels][:, None]).sum(axis=1)

@@ -3,9 +3,9 @@
 A model PATH is one of:
 
 * a training workdir (a directory with ``config.json``): the model is ``DIR/export/model.keras``;
-  if there is no export, ``DIR/best/`` (a ``.keras`` file, a SavedModel or a checkpoint in it);
-  failing that, the latest checkpoint in ``DIR/checkpoints/``, restored into a model built from
-  the config;
+  if there is no export, the best-epoch checkpoint in ``DIR/best/``, failing that the latest in
+  ``DIR/checkpoints/``, restored into a model rebuilt from ``config.json`` (the trainer's
+  ``checkpoints.load_source_model``);
 * a ``.keras`` file (loaded with ``safe_mode=True``; ``import layers`` registers the custom layers);
 * a SavedModel directory, always run through its serving signature, so it needs no Python code,
   Keras metadata or not;
@@ -116,34 +116,19 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def config_image_size(config: ml_collections.ConfigDict) -> int:
-    """The square input size a run trained at: data.image_size, else model.input_size, else the
-    variant's default."""
-    for size in (config.data.get("image_size"), config.model.get("input_size")):
-        if size:
-            return int(size)
-    import architectures
-
-    return architectures.get_model_spec(config.model.name).input_size
-
-
-def load_model(path: str, *, num_classes: int | None = None) -> LoadedModel:
+def load_model(path: str) -> LoadedModel:
     """Loads any model PATH (see the module docstring) into a ``LoadedModel``.
-
-    Args:
-      path: a workdir, ``.keras`` file, SavedModel directory or ``.tflite`` file.
-      num_classes: the data's class count; only needed to rebuild a workdir's model from a
-        checkpoint (a workdir without an export).
 
     Raises:
       FileNotFoundError: the path does not exist, or a workdir holds no model yet.
-      ValueError: the path is not a model, or a checkpoint needs ``num_classes``.
+      ValueError: the path is not a model.
     """
     kind = detect_kind(path)
     if kind == "workdir":
-        config = load_workdir_config(path)
-        loaded = _load_from_workdir(path, config, num_classes)
-        return dataclasses.replace(loaded, path=path, kind="workdir", config=config)
+        loaded = _load_from_workdir(path)
+        return dataclasses.replace(
+            loaded, path=path, kind="workdir", config=load_workdir_config(path)
+        )
     if kind == "keras":
         return wrap_keras_model(_load_keras_file(path), path=path, file=path)
     if kind == "saved_model":
@@ -194,49 +179,23 @@ def wrap_keras_model(
     )
 
 
-def _load_from_workdir(workdir: str, config, num_classes: int | None) -> LoadedModel:
+def _load_from_workdir(workdir: str) -> LoadedModel:
     exported = os.path.join(workdir, "export", "model.keras")
     if os.path.exists(exported):
         return wrap_keras_model(_load_keras_file(exported), path=workdir, file=exported)
-    best = os.path.join(workdir, "best")
-    if os.path.isdir(best):
-        keras_files = sorted(glob.glob(os.path.join(best, "*.keras")))
-        if keras_files:
-            model = _load_keras_file(keras_files[0])
-            return wrap_keras_model(model, path=workdir, file=keras_files[0])
-        if _is_saved_model(best):
-            return _load_saved_model(best)
-        checkpoint = tf.train.latest_checkpoint(best)
-        if checkpoint:
-            return _restore_checkpoint(workdir, config, checkpoint, num_classes)
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    if checkpoint:
-        return _restore_checkpoint(workdir, config, checkpoint, num_classes)
+    # The trainer's own restore: rebuilds the model (pruning wrappers included) from config.json.
+    from trainer import checkpoints
+
+    for directory in (os.path.join(workdir, "best"), os.path.join(workdir, "checkpoints")):
+        prefix = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+        if prefix:
+            return wrap_keras_model(
+                checkpoints.load_source_model(prefix), path=workdir, file=prefix
+            )
     raise FileNotFoundError(
-        f"Workdir '{workdir}' holds no model: no export/model.keras, best/ or checkpoints/. "
-        f"Train it first (python train.py --workdir={workdir})."
+        f"Workdir '{workdir}' holds no model: no export/model.keras and no checkpoint in best/ "
+        f"or checkpoints/. Train it first (python train.py --workdir={workdir})."
     )
-
-
-def _restore_checkpoint(workdir: str, config, checkpoint: str, num_classes: int | None):
-    if num_classes is None:
-        raise ValueError(
-            f"Workdir '{workdir}' has only a checkpoint ({checkpoint}); rebuilding its model needs "
-            f"the number of classes (num_classes=...), which the data gives."
-        )
-    import architectures
-
-    size = config_image_size(config)
-    model = architectures.create_model(
-        config.model.name,
-        input_shape=(size, size, 3),
-        num_classes=num_classes,
-        dropout=config.model.get("dropout"),
-        **config.model.get("kwargs", {}),
-    )
-    # The trainer's checkpoint also tracks the optimizer and counters; only the model is read.
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-    return wrap_keras_model(model, path=workdir, file=checkpoint)
 
 
 def _load_saved_model(path: str) -> LoadedModel:
@@ -439,20 +398,15 @@ def load_with_data(
         resolved.update(config.data.to_dict())
         resolved.update(dict(data_overrides or {}))
         chosen = preprocessing_by_name(preprocessing or config.model.name)
-        image_size = int(resolved.get("image_size") or config_image_size(config))
         seed = int(config.get("runtime", {}).get("seed", seed))
-        bundle = data.build_datasets(
-            resolved, image_size=image_size, preprocessing=chosen, batch_size=batch_size, seed=seed
-        )
-        loaded = load_model(path, num_classes=bundle.num_classes)
     else:
-        loaded = load_model(path)
         resolved = ml_collections.ConfigDict(data_config.to_dict())
         chosen = preprocessing_by_name(preprocessing or "inception")
-        image_size = int(resolved.get("image_size") or loaded.input_shape[0])
-        bundle = data.build_datasets(
-            resolved, image_size=image_size, preprocessing=chosen, batch_size=batch_size, seed=seed
-        )
+    loaded = load_model(path)
+    image_size = int(resolved.get("image_size") or loaded.input_shape[0])
+    bundle = data.build_datasets(
+        resolved, image_size=image_size, preprocessing=chosen, batch_size=batch_size, seed=seed
+    )
     data_shape = (image_size, image_size, 3)
     if tuple(loaded.input_shape) != data_shape:
         raise ValueError(
