@@ -313,7 +313,7 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
     num_classes = data_config.num_classes
     if not num_classes:
         raise ValueError(
-            "TFRecord sources need --config.data.num_classes (e.g. 1000 for "
+            "TFRecord sources need data.num_classes (--config.data.num_classes, e.g. 1000 for "
             "ImageNet), since finding it would read every shard."
         )
     offset = data_config.label_offset
