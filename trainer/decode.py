@@ -2,7 +2,8 @@
 
 TensorFlow's decoders already convert what the issue asks for: ``decode_image(channels=3,
 dtype=uint8)`` turns grayscale, RGBA, palette PNG/GIF, CMYK JPEG and 16-bit PNG into 8-bit RGB and,
-with ``expand_animations=False``, takes a GIF's first frame. Keeping decode in graph (no
+with ``expand_animations=False``, takes a GIF's first frame. Only 8-bit (palette) BMPs need help:
+their palette is applied here. 1- and 4-bit BMPs are unsupported and count as unreadable. Keeping decode in graph (no
 ``py_function``) keeps it parallel and lets the export's image-bytes signature reuse it.
 
 A corrupt file raises inside the decode op. ``map_skipping_corrupt`` isolates each element in its
@@ -24,9 +25,47 @@ ON_CORRUPT = ("skip", "fail")
 
 
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG/PNG/BMP/GIF (first frame) bytes to uint8 RGB ``[H, W, 3]``."""
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    """Decodes JPEG/PNG/BMP/GIF (first frame) bytes to uint8 RGB ``[H, W, 3]``.
+
+    Raises:
+      tf.errors.InvalidArgumentError: corrupt or unsupported bytes (e.g. 1- or 4-bit BMPs).
+    """
+    image = tf.cond(
+        _is_8bit_bmp(encoded),
+        lambda: _decode_8bit_bmp(encoded),
+        lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False),
+    )
     return tf.ensure_shape(image, [None, None, 3])
+
+
+def _le_uint(header: tf.Tensor, offset: int, size: int) -> tf.Tensor:
+    """Little-endian unsigned integer of ``size`` bytes (2 or 4) at ``offset`` of a byte string."""
+    raw = tf.io.decode_raw(tf.strings.substr(header, offset, size), tf.uint8)
+    return tf.reduce_sum(tf.cast(raw, tf.int64) * (256 ** tf.range(size, dtype=tf.int64)))
+
+
+def _header(encoded: tf.Tensor) -> tf.Tensor:
+    """The first 54 bytes (a BMP's file and info headers), zero-padded if the input is shorter."""
+    head = tf.strings.substr(encoded, 0, 54)
+    return tf.strings.substr(tf.strings.join([head, b"\0" * 54]), 0, 54)
+
+
+def _is_8bit_bmp(encoded: tf.Tensor) -> tf.Tensor:
+    header = _header(encoded)
+    return tf.logical_and(
+        tf.equal(tf.strings.substr(header, 0, 2), b"BM"), tf.equal(_le_uint(header, 28, 2), 8)
+    )
+
+
+def _decode_8bit_bmp(encoded: tf.Tensor) -> tf.Tensor:
+    """8-bit BMPs hold palette indices, which ``decode_bmp`` returns as if they were grey levels."""
+    header = _header(encoded)
+    colours = _le_uint(header, 46, 4)
+    colours = tf.where(colours == 0, tf.constant(256, tf.int64), colours)
+    palette_bytes = tf.strings.substr(encoded, 14 + _le_uint(header, 14, 4), 4 * colours)
+    palette = tf.reshape(tf.io.decode_raw(palette_bytes, tf.uint8), [-1, 4])[:, 2::-1]  # BGRx
+    indices = tf.io.decode_bmp(encoded, channels=0)[..., 0]
+    return tf.gather(palette, tf.cast(indices, tf.int32))
 
 
 def decode_and_crop(encoded: tf.Tensor, sample_window: Callable) -> tf.Tensor:

@@ -37,6 +37,7 @@ def test_normalize_matches_numpy():
 
 def test_decode_converts_every_mode_to_8bit_rgb():
     gray = SMOOTH[..., 0]
+    paletted = Image.fromarray(SMOOTH).convert("P", palette=Image.ADAPTIVE, colors=16)
     frames = [Image.fromarray(SMOOTH).convert("P"), Image.fromarray(255 - SMOOTH).convert("P")]
     animated = io.BytesIO()
     frames[0].save(animated, "GIF", save_all=True, append_images=frames[1:])
@@ -57,6 +58,8 @@ def test_decode_converts_every_mode_to_8bit_rgb():
             0,
         ),
         "bmp": (encode(Image.fromarray(SMOOTH), "BMP"), SMOOTH, 0),
+        "bmp_gray": (encode(Image.fromarray(gray), "BMP"), gray[..., None], 0),
+        "bmp_palette": (encode(paletted, "BMP"), np.asarray(paletted.convert("RGB")), 0),
         "gif_first_frame": (animated.getvalue(), np.asarray(frames[0].convert("RGB")), 0),
     }
     for name, (encoded, expected, tolerance) in cases.items():
