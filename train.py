@@ -38,10 +38,12 @@ def default_workdir(config) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
     import trainer
 
     # TensorFlow's own INFO chatter (saver timings, tracing notes) drowns the progress bar.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    tf.get_logger().setLevel(logging.WARNING)
     config = _CONFIG.value
     workdir = _WORKDIR.value or default_workdir(config)
     try:

@@ -16,6 +16,8 @@ def digits(model_name: str, *, image_size: int = 32, epochs: int = 30, **model_k
     config = get_base_config()
     config.model.name = model_name
     config.model.kwargs.update(model_kwargs)
+    # A few hundred steps in all: faster BN statistics, or evaluation lags training badly.
+    config.model.bn_momentum = 0.9
     config.data.source = "digits"
     config.data.image_size = image_size
     config.train.epochs = epochs

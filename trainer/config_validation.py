@@ -83,6 +83,7 @@ def validate(config) -> None:
     for key in ("model.input_size", "data.image_size"):
         _check_range(config, key, low=spec.min_input_size, optional=True)
     _check_range(config, "model.dropout", low=0.0, high=1.0, high_open=True, optional=True)
+    _check_range(config, "model.bn_momentum", low=0.0, high=1.0, high_open=True, optional=True)
 
     _check_range(config, "train.epochs", low=1)
     _check_range(config, "train.batch_size", low=1)

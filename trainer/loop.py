@@ -64,6 +64,13 @@ def _representative_images(train: tf.data.Dataset, count: int) -> np.ndarray:
     return np.stack(images).astype(np.float32)
 
 
+def set_bn_momentum(model: keras.Model, momentum: float) -> None:
+    """Overrides every batch-norm layer's moving-average momentum (read at call time)."""
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
     """TensorBoard logging, or none (with a warning) where the tensorboard package is missing."""
     try:
@@ -82,6 +89,8 @@ def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_e
         dropout=config.model.dropout,
         **config.model.kwargs,
     )
+    if config.model.bn_momentum is not None:
+        set_bn_momentum(model, config.model.bn_momentum)
     if config.init_checkpoint and not resuming:
         checkpoints.warm_start(model, config.init_checkpoint)
     return pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)

@@ -19,10 +19,11 @@ import tf_keras as keras
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "exponential", "linear")
 
-# Weight roles by attribute name: depthwise kernels have their own rate; every other kernel
-# gets ``weight_decay``; anything else (biases, BN gamma/beta, moving statistics) none.
-_DEPTHWISE_ATTRS = ("depthwise_kernel",)
-_KERNEL_ATTRS = ("kernel", "pointwise_kernel", "embeddings")
+# Weight roles by the name of the layer attribute that holds them: ``*depthwise*kernel`` has its
+# own rate, every other ``*kernel`` (conv, dense, pointwise, grouped, spatial factors) gets
+# ``weight_decay``; biases and batch-norm weights get none.
+_DEPTHWISE_MARK = "depthwise"
+_KERNEL_SUFFIX = "kernel"
 
 
 @keras.saving.register_keras_serializable(package="lightnets")
@@ -168,8 +169,9 @@ def decay_groups(model: keras.Model) -> tuple[list[tf.Variable], list[tf.Variabl
     """Splits a model's trainable weights into (depthwise kernels, other kernels).
 
     Weights are identified by the attribute that holds them on their layer (``depthwise_kernel``,
-    ``kernel``, ``pointwise_kernel``), which covers Keras layers, lightnets layers and the layers
-    inside tfmot's pruning wrappers alike. Batch-norm weights and biases are in neither group.
+    ``kernel``, ``pointwise_kernel``, ``vertical_kernel``, ...), which covers Keras layers,
+    lightnets layers and the layers inside tfmot's pruning wrappers alike. Batch-norm weights
+    and biases are in neither group.
     """
     trainable = {v.ref() for v in model.trainable_weights}
     depthwise, kernels, seen = [], [], set()
@@ -178,16 +180,16 @@ def decay_groups(model: keras.Model) -> tuple[list[tf.Variable], list[tf.Variabl
             module, keras.layers.BatchNormalization
         ):
             continue
-        for attrs, group in ((_DEPTHWISE_ATTRS, depthwise), (_KERNEL_ATTRS, kernels)):
-            for attr in attrs:
-                var = getattr(module, attr, None)
-                if (
-                    isinstance(var, tf.Variable)
-                    and var.ref() in trainable
-                    and var.ref() not in seen
-                ):
-                    seen.add(var.ref())
-                    group.append(var)
+        for attr, var in sorted(vars(module).items()):
+            if (
+                not attr.endswith(_KERNEL_SUFFIX)
+                or not isinstance(var, tf.Variable)
+                or var.ref() not in trainable
+                or var.ref() in seen
+            ):
+                continue
+            seen.add(var.ref())
+            (depthwise if _DEPTHWISE_MARK in attr else kernels).append(var)
     return depthwise, kernels
 
 

@@ -1,0 +1,12 @@
+"""MobileNet v2 1.0 on ImageNet, as the paper trains it.
+
+"RMSPropOptimizer with decay and momentum both set to 0.9 ... weight decay 0.00004 ... initial
+learning rate of 0.045, and learning rate decay rate of 0.98 per epoch ... batch size of 96";
+slim's MobileNet v2 scope does not regularise depthwise kernels. Same optimiser as v1.
+"""
+
+from configs.mobilenet_v1_imagenet import mobilenet_recipe
+
+
+def get_config():
+    return mobilenet_recipe("mobilenet_v2_100")

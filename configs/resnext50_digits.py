@@ -1,0 +1,7 @@
+"""ResNeXt-50 (32x4d) at 32x32 on the bundled digits: a quick check that the family trains (minutes on a CPU)."""
+
+from configs import _recipes
+
+
+def get_config():
+    return _recipes.digits("resnext50_32x4d", epochs=15)

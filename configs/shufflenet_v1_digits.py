@@ -1,0 +1,7 @@
+"""ShuffleNet v1 (g=3, 0.5x) at 32x32 on the bundled digits: a quick check that the family trains (minutes on a CPU)."""
+
+from configs import _recipes
+
+
+def get_config():
+    return _recipes.digits("shufflenet_v1_g3_050")
