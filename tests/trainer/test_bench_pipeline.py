@@ -51,11 +51,12 @@ def test_cli_measures_folder_and_tfrecord_and_rejects_bad_sources(tmp_path):
         "--fixture_images=8",
         "--fixture_size=24",
         "--fixture_classes=2",
-        "--image_size=16",
+        "--image_size=32",
         "--batch_size=4",
         "--batches=2",
         "--repeats=2",
         "--warmup=1",
+        "--model=mobilenet_v1_025",
         "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -64,6 +65,7 @@ def test_cli_measures_folder_and_tfrecord_and_rejects_bad_sources(tmp_path):
     for row in rows:
         assert row["img_s"] > 0 and row["img_s_min"] <= row["img_s"] <= row["img_s_max"]
         assert (row["augment"], row["cached"], row["corrupt_skipped"]) == ("light", False, 0)
+        assert row["pipeline_over_model"] == pytest.approx(row["img_s"] / row["model_train_img_s"])
 
     bad = run_benchmark("--data.source=imagenet", "--batches=1")
     assert bad.returncode != 0

@@ -44,6 +44,12 @@ flags.DEFINE_string(
 flags.DEFINE_integer("fixture_images", 512, "Training JPEGs in the fixture (val gets 1/8 more).")
 flags.DEFINE_integer("fixture_size", 256, "Shorter side of the fixture JPEGs.")
 flags.DEFINE_integer("fixture_classes", 10, "Classes in the fixture.")
+flags.DEFINE_string(
+    "model",
+    None,
+    "Also time this registered model's training steps at the same "
+    "batch and size (after the pipelines) and report pipeline / model.",
+)
 flags.DEFINE_bool("json", False, "Print one JSON object per source instead of a table.")
 flags.DEFINE_bool("write_docs", False, "Write the table into docs/benchmarks.md ('pipeline').")
 
@@ -76,6 +82,7 @@ def measure(data_config, source: str) -> dict:
         "image_size": FLAGS.image_size,
         "batch_size": FLAGS.batch_size,
         "train_examples": bundle.train_examples,
+        "num_classes": bundle.num_classes,
         "img_s": FLAGS.batch_size / t.median_s,
         "img_s_min": FLAGS.batch_size / t.max_s,
         "img_s_max": FLAGS.batch_size / t.min_s,
@@ -84,17 +91,48 @@ def measure(data_config, source: str) -> dict:
     }
 
 
+def model_train_img_s(name: str, num_classes: int) -> float:
+    """Training images/s of a registered model on a constant batch: the rate to out-run."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import architectures
+
+    size, batch = FLAGS.image_size, FLAGS.batch_size
+    model = architectures.create_model(name, input_shape=(size, size, 3), num_classes=num_classes)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+    )
+    examples = (tf.random.uniform((batch, size, size, 3)), tf.zeros([batch], tf.int32))
+    batches = iter(tf.data.Dataset.from_tensors(examples).repeat())
+    train_step = model.make_train_function()
+    t = timing.time_interleaved(
+        {name: lambda: train_step(batches)}, repeats=3, calls_per_repeat=2, warmup=2
+    )[name]
+    return batch / t.median_s
+
+
 def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| source | augment | cached | size | batch | img/s (median) | img/s min-max | ms/batch |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """Markdown table, with the model's training rate and the ratio when ``--model`` was given."""
+    with_model = "model" in rows[0]
+    header = (
+        "| source | augment | cached | size | batch | img/s (median) | img/s min-max | ms/batch |"
+    )
+    if with_model:
+        header += " model | model train img/s | pipeline / model |"
+    lines = [header, "|---" * header.count(" | ") + "|---|"]
     for r in rows:
-        lines.append(
+        line = (
             f"| `{r['source']}` | {r['augment']} | {r['cached']} | {r['image_size']} | "
             f"{r['batch_size']} | {r['img_s']:.0f} | {r['img_s_min']:.0f}-"
             f"{r['img_s_max']:.0f} | {r['ms_batch']:.1f} |"
         )
+        if with_model:
+            line += (
+                f" {r['model']} | {r['model_train_img_s']:.1f} | {r['pipeline_over_model']:.1f}x |"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -118,6 +156,14 @@ def main(argv) -> None:
         else:
             sources = (data_config.source,)
         rows = [measure(data_config, source) for source in sources]
+        if FLAGS.model:
+            model_img_s = model_train_img_s(FLAGS.model, rows[0]["num_classes"])
+            for row in rows:
+                row.update(
+                    model=FLAGS.model,
+                    model_train_img_s=model_img_s,
+                    pipeline_over_model=row["img_s"] / model_img_s,
+                )
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     if FLAGS.json:
