@@ -23,7 +23,7 @@ def digits(model_name: str, *, image_size: int = 32, epochs: int = 30, **model_k
     config.train.epochs = epochs
     config.train.batch_size = 64
     config.optim.name = "adam"
-    config.optim.learning_rate = 2e-3
+    config.optim.learning_rate = 5e-3
     config.optim.base_batch_size = 64
     config.optim.schedule = "cosine"
     config.optim.warmup_epochs = 1.0
