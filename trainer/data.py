@@ -152,9 +152,7 @@ def build_datasets(
         parallel=parallel,
         cache=val_cache,
     )
-    train_examples = source.train.num_examples
-    if shard is not None:
-        train_examples = len(range(shard[1], train_examples, shard[0]))
+    train_examples = source.train.examples_in_shard(shard)
     return DataBundle(
         train=train.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE),
         val=val.batch(batch_size).prefetch(tf.data.AUTOTUNE),

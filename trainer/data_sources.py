@@ -21,7 +21,8 @@ Sources:
                    (the names ImageNet's ``build_imagenet_data.py`` writes). ``num_classes`` is
                    required, since counting labels would read every shard.
   tfds:<name>      a TensorFlow Datasets dataset already prepared under ``data_dir`` (splits
-                   ``train`` and ``validation``, else ``test``); needs ``tensorflow-datasets``.
+                   ``train`` and ``validation``, else ``test``; features ``label`` and one image);
+                   needs ``tensorflow-datasets``. Corrupt images are reported by ``tfds_id``.
 """
 
 from __future__ import annotations
@@ -55,12 +56,23 @@ class Split:
       num_examples: examples in the split (before sharding).
       encoded: whether payloads are encoded bytes.
       decoded_bytes: estimated bytes of all decoded images, to decide whether caching fits.
+      file_counts: examples per file for sources sharded by file (TFRecord), else None.
     """
 
     read: Callable[[int | None, tuple[int, int] | None], tf.data.Dataset]
     num_examples: int
     encoded: bool
     decoded_bytes: int
+    file_counts: list[int] | None = None
+
+    def examples_in_shard(self, shard: tuple[int, int] | None) -> int:
+        """Examples that ``read(..., shard)`` yields (corrupt ones included)."""
+        if shard is None:
+            return self.num_examples
+        count, index = shard
+        if self.file_counts is not None and len(self.file_counts) >= count:
+            return sum(self.file_counts[index::count])
+        return len(range(index, self.num_examples, count))
 
 
 @dataclasses.dataclass
@@ -337,10 +349,12 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
         encoded_bytes = sum(tf.io.gfile.stat(p).length for p in files)
 
         def read(shuffle_seed, shard):
-            # Shard by file when every worker gets at least one, else by record.
+            # Shard by file when every worker gets at least one, else by record: then the file
+            # order and interleave must be the same on every worker for the parts to be disjoint.
             by_file = shard is not None and len(files) >= shard[0]
+            by_record = shard is not None and not by_file
             dataset = _shard(tf.data.Dataset.from_tensor_slices(files), shard if by_file else None)
-            if shuffle_seed is not None:
+            if shuffle_seed is not None and not by_record:
                 dataset = dataset.shuffle(
                     len(files), seed=shuffle_seed, reshuffle_each_iteration=True
                 )
@@ -349,9 +363,9 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
                 cycle_length=min(len(files), TFRECORD_CYCLE_LENGTH),
                 block_length=1,
                 num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=shuffle_seed is None,
+                deterministic=shuffle_seed is None or by_record,
             )
-            if shard is not None and not by_file:
+            if by_record:
                 dataset = dataset.shard(*shard)
             if shuffle_seed is not None:
                 dataset = dataset.shuffle(
@@ -361,11 +375,13 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
                 parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=shuffle_seed is None
             )
 
+        counts = [count_tfrecords(p) for p in files]
         return Split(
             read,
-            sum(count_tfrecords(p) for p in files),
+            sum(counts),
             encoded=True,
             decoded_bytes=encoded_bytes * DECODED_PER_ENCODED_BYTE,
+            file_counts=counts,
         )
 
     train_files, val_files = _tfrecord_files(pattern)
@@ -390,26 +406,24 @@ def _open_tfds(name: str, data_config) -> Source:
 
     def split(split_name):
         def read(shuffle_seed, shard):
+            # Shuffled file order differs per worker seed: shard only a fixed order.
+            shuffle_files = shuffle_seed is not None and shard is None
             read_config = tfds.ReadConfig(
-                shuffle_seed=shuffle_seed, input_context=None, try_autocache=False
+                shuffle_seed=shuffle_seed, try_autocache=False, add_tfds_id=True
             )
             dataset = builder.as_dataset(
                 split=split_name,
-                shuffle_files=shuffle_seed is not None,
+                shuffle_files=shuffle_files,
                 read_config=read_config,
                 decoders={image_key: tfds.decode.SkipDecoding()},
             )
-            dataset = _shard(dataset.enumerate(), shard)
+            dataset = _shard(dataset, shard)
             if shuffle_seed is not None:
                 dataset = dataset.shuffle(
                     data_config.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True
                 )
             return dataset.map(
-                lambda i, ex: (
-                    ex[image_key],
-                    tf.cast(ex["label"], tf.int32),
-                    tf.strings.join([f"tfds:{name}/{split_name}#", tf.strings.as_string(i)]),
-                )
+                lambda ex: (ex[image_key], tf.cast(ex["label"], tf.int32), ex["tfds_id"])
             )
 
         num = splits[split_name].num_examples

@@ -244,8 +244,9 @@ def test_tfrecord_count_reads_headers_only(shards):
         count_tfrecords(str(truncated))
 
 
-@pytest.mark.parametrize("source", ["digits", "tfrecord"])
-def test_shards_are_disjoint_and_cover_the_split(shards, source):
+@pytest.mark.parametrize("source,workers", [("digits", 3), ("tfrecord", 2), ("tfrecord", 3)])
+def test_shards_are_disjoint_and_cover_the_split(shards, source, workers):
+    """TFRecords shard by file (2 files, 2 workers) or, with more workers than files, by record."""
     from trainer.data_sources import open_source
 
     root, _ = shards
@@ -253,7 +254,12 @@ def test_shards_are_disjoint_and_cover_the_split(shards, source):
         source="digits" if source == "digits" else f"tfrecord:{root}/*", num_classes=2
     )
     split = open_source(config, image_size=8).train
-    keys = [{k.numpy() for _, _, k in split.read(None, (3, i))} for i in range(3)]
+    keys = []
+    for i in range(workers):
+        # Shuffled reads, a different seed per worker, as build_datasets does.
+        shard_keys = [k.numpy() for _, _, k in split.read(10 + i, (workers, i))]
+        assert len(shard_keys) == split.examples_in_shard((workers, i))
+        keys.append(set(shard_keys))
     assert sum(len(k) for k in keys) == split.num_examples == len(set.union(*keys))
 
 
