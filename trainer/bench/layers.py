@@ -141,6 +141,8 @@ def measure_shape(table: str, label: str, input_shape, candidates: dict) -> list
         rows[name].ms = result.median_ms
     if interpreters:
         invokes = {name: interp.invoke for name, interp in interpreters.items()}
+        # Batch-1 TFLite calls take well under a millisecond: average more of them per repeat.
+        kwargs["calls_per_repeat"] *= 10
         for name, result in timing.time_interleaved(invokes, **kwargs).items():
             rows[name].tflite_ms = result.median_ms
     base = rows[next(iter(candidates))]
@@ -187,7 +189,7 @@ def format_tables(rows: list[Row]) -> str:
         out += [
             f"**{title}** (base: {base})",
             "",
-            f"| shape | layer | MMACs | MACs / base | ms | time / base | speed-up |{tflite_head}",
+            f"| shape | layer | MMACs/image | MACs / base | ms | time / base | speed-up |{tflite_head}",
             "|---|---|---|---|---|---|---|" + ("---|---|" if tflite else ""),
         ]
         for r in selected:
@@ -271,7 +273,8 @@ def main(argv) -> None:
             f"## Layers{' (XLA)' if FLAGS.jit_compile else ''}\n\n"
             f"Machine: {report.machine_description()}\n\n`{_command()}`\n\n"
             "Median of interleaved repeats, forward pass in a `tf.function`. Ratios are "
-            "candidate / base (time below 1: faster); speed-up = base time / candidate time.\n\n"
+            "candidate / base (time below 1: faster); speed-up = base time / candidate time. "
+            "On a shared machine absolute times drift between runs: compare rows of one shape.\n\n"
             f"{tables}\n![MACs vs time]({png})\n"
         )
         report.update_section(
