@@ -16,9 +16,12 @@ import re  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+_TF_DIR = f"{os.sep}tensorflow{os.sep}"
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory; default runs/<date-time>-<model>-<data>. Reused: resumes."
@@ -26,6 +29,14 @@ _WORKDIR = flags.DEFINE_string(
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG, "Recipe file (configs/<recipe>.py); override keys with --config.*"
 )
+
+
+class _QuietTensorFlow(logging.Filter):
+    """Drops TensorFlow's own INFO records (saver timings, tracing notes): they drown the
+    progress bar. Its warnings and the trainer's messages pass."""
+
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or _TF_DIR not in record.pathname
 
 
 def default_workdir(config) -> str:
@@ -38,17 +49,19 @@ def default_workdir(config) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    import tensorflow as tf
-
     import trainer
 
-    # TensorFlow's own INFO chatter (saver timings, tracing notes) drowns the progress bar.
-    tf.get_logger().setLevel(logging.WARNING)
+    absl_logging.get_absl_handler().addFilter(_QuietTensorFlow())
     config = _CONFIG.value
     workdir = _WORKDIR.value or default_workdir(config)
+    from trainer.loop import NonFiniteLossError
+
     try:
         trainer.run(config, workdir)
-    except ValueError as error:
+    except (ValueError, NonFiniteLossError) as error:
+        # A bad config or a diverged run: the message says what to change; the traceback is
+        # there with --verbosity=1.
+        absl_logging.debug("Traceback:", exc_info=True)
         sys.exit(f"train.py: {error}")
 
 
