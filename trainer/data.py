@@ -204,8 +204,10 @@ def _train_dataset(
         return eval_preprocess(image, image_size, preprocessing)
 
     if cache:
+        # The cache replays its first pass: read it shuffled so a bounded buffer on top does not
+        # start from class-sorted files.
         examples = _decoded(
-            split, split.read(None, shard), tracker, parallel=parallel, deterministic=True
+            split, split.read(seed, shard), tracker, parallel=parallel, deterministic=False
         ).cache()
         examples = examples.shuffle(
             min(split.num_examples, data_config.shuffle_buffer),

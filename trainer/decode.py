@@ -103,7 +103,7 @@ class CorruptTracker:
                 f"{', '.join(ON_CORRUPT)}."
             )
         self.on_corrupt = on_corrupt
-        self._paths: list[str] = []
+        self._paths: dict[str, None] = {}  # insertion-ordered set
         self._lock = threading.Lock()
 
     def record(self, key) -> bool:
@@ -114,8 +114,7 @@ class CorruptTracker:
                 f"--config.data.on_corrupt=skip to skip such files."
             )
         with self._lock:
-            if path not in self._paths:
-                self._paths.append(path)
+            self._paths.setdefault(path, None)
         return np.bool_(False)
 
     @property
@@ -165,8 +164,11 @@ def map_skipping_corrupt(
         one = tf.data.Dataset.from_tensors((payload, label))
         good = one.map(lambda p, y: (_as_tuple(fn(p, y)), True, key)).ignore_errors()
         outputs_spec = good.element_spec[0]
-        marker = (tuple(_zeros_like_spec(s) for s in outputs_spec), False, key)
-        return good.concatenate(tf.data.Dataset.from_tensors(marker)).take(1)
+        # Built inside a map so the placeholder outputs are only made when the decode failed.
+        marker = tf.data.Dataset.from_tensors(key).map(
+            lambda k: (tuple(_zeros_like_spec(s) for s in outputs_spec), False, k)
+        )
+        return good.concatenate(marker).take(1)
 
     def keep(outputs, ok, key):
         def record():

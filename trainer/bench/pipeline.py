@@ -143,6 +143,7 @@ def main(argv) -> None:
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name}={getattr(FLAGS, name)} must be >= 1.")
     data_config = FLAGS.data
+    load_average = os.getloadavg()[0]
     try:  # bad data settings are usage errors, not crashes
         if FLAGS.make_fixture:
             sources = make_fixture(
@@ -174,7 +175,10 @@ def main(argv) -> None:
     if FLAGS.write_docs:
         command = " ".join(["python benchmark.py", *sys.argv[1:]])
         markdown = (
-            f"## Input pipeline\n\n{report.machine_description()}\n\n`{command}`\n\n"
-            f"{format_table(rows)}\n"
+            f"## Input pipeline\n\n{report.machine_description()}; load average "
+            f"{load_average:.1f} when started (the machine may be shared)\n\n`{command}`\n\n"
+            f"{format_table(rows)}\n\nImages/s of the training pipeline alone (read, decode, "
+            f"augment, normalise, batch), after {FLAGS.warmup} warm-up batches; the model's "
+            f"rate is a training step on a constant batch in the same process.\n"
         )
         report.update_section(os.path.join(report.DOCS_DIR, "benchmarks.md"), "pipeline", markdown)
