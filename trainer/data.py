@@ -80,6 +80,27 @@ def _should_cache(mode: str, split: data_sources.Split) -> bool:
     return mode == "memory"
 
 
+def _check_numbers(data_config) -> None:
+    """Numeric keys are checked before any file is listed, so a typo fails at once."""
+    checks = {
+        "num_parallel_calls": (
+            data_config.num_parallel_calls,
+            "-1 (AUTOTUNE) or >= 1",
+            data_config.num_parallel_calls == -1 or data_config.num_parallel_calls >= 1,
+        ),
+        "shuffle_buffer": (data_config.shuffle_buffer, ">= 1", data_config.shuffle_buffer >= 1),
+        "min_crop_area": (
+            data_config.min_crop_area,
+            "in (0, 1]",
+            0.0 < data_config.min_crop_area <= 1.0,
+        ),
+        "label_offset": (data_config.label_offset, ">= 0", data_config.label_offset >= 0),
+    }
+    for key, (value, rule, ok) in checks.items():
+        if not ok:
+            raise ValueError(f"config.data.{key}={value} must be {rule}.")
+
+
 def _seeds(seed: int) -> tf.data.Dataset:
     """An infinite stream of stateless seeds ``[2]``, one per training example."""
     return tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
@@ -115,6 +136,7 @@ def build_datasets(
     """
     if image_size < 1 or batch_size < 1:
         raise ValueError(f"image_size={image_size} and batch_size={batch_size} must be >= 1.")
+    _check_numbers(data_config)
     source = data_sources.open_source(data_config, image_size=image_size, seed=seed)
     tracker = decode.CorruptTracker(data_config.on_corrupt)
     augment = prep.resolve_augment(data_config.augment, image_size=image_size, source=source.name)

@@ -321,6 +321,10 @@ def test_bad_sources_fail_with_clear_errors(folder, tmp_path):
         build(cache="disk")
     with pytest.raises(ValueError, match="val_fraction=1.0"):
         build(val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"num_parallel_calls=0 must be -1 \(AUTOTUNE\) or >= 1"):
+        build(num_parallel_calls=0)
+    with pytest.raises(ValueError, match="min_crop_area=0.0"):
+        build(min_crop_area=0.0)
 
 
 def test_tfds_without_the_package_names_the_install_command():
