@@ -5,7 +5,8 @@ FC (``../shared/papers.md``). A block is 1×1 → 3×3 → 1×1 (×4 expansion),
 ReLU after the first two and after the residual add; no conv biases. Following the ResNeXt
 paper for both models so that they compare fairly: the stride sits on the 3×3 of each stage's
 first block, and only blocks whose output shape differs from their input get a projection
-shortcut (1×1 conv, stride, BN); all others add the identity.
+shortcut (1×1 conv, stride, BN); all others add the identity. Strided convolutions pad
+symmetrically (``common.pad_for_stride``), as the reference code does.
 
 The inner (3×3) width of stage ``i`` with base width ``w_i`` = 64, 128, 256, 512 is
 ``cardinality · base_width · w_i / 64``: ResNet-50 is ``cardinality=1, base_width=64`` (inner
@@ -69,13 +70,25 @@ def bottleneck_block(
     y = common.conv_bn_act(
         x, inner_channels, 1, name=f"{name}_conv1", bn_momentum=BN_MOMENTUM, bn_epsilon=BN_EPSILON
     )
+    y, padding = common.pad_for_stride(y, 3, strides, name=f"{name}_conv2_pad")
     if cardinality == 1:
         y = keras.layers.Conv2D(
-            inner_channels, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv2"
+            inner_channels,
+            3,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            name=f"{name}_conv2",
         )(y)
     else:
         y = GroupConv2D(
-            inner_channels, 3, cardinality, strides=strides, use_bias=False, name=f"{name}_conv2"
+            inner_channels,
+            3,
+            cardinality,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            name=f"{name}_conv2",
         )(y)
     y = _bn(y, name=f"{name}_conv2_bn")
     y = common.activation(y, "relu", name=f"{name}_conv2_relu")
@@ -131,11 +144,13 @@ def resnet(
         model_name=name,
     )
     inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x, padding = common.pad_for_stride(inputs, 7, 2, name="conv1_pad")
     x = common.conv_bn_act(
-        inputs,
+        x,
         STEM_CHANNELS,
         7,
         strides=2,
+        padding=padding,
         name="conv1",
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,

@@ -161,7 +161,8 @@ def shufflenet_v1(
     )
     stem, widths = stage_widths(groups, scale, stem_channels)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = common.conv_bn_act(inputs, stem, 3, strides=2, name="conv1")
+    x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
+    x = common.conv_bn_act(x, stem, 3, strides=2, padding=padding, name="conv1")
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     for stage, (width, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
         for unit in range(1, units + 1):

@@ -124,7 +124,8 @@ def shufflenet_v2(
     )
     *widths, last_channels = STAGE_CHANNELS[width]
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = common.conv_bn_act(inputs, STEM_CHANNELS, 3, strides=2, name="conv1")
+    x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
+    x = common.conv_bn_act(x, STEM_CHANNELS, 3, strides=2, padding=padding, name="conv1")
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     for stage, (channels, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
         for unit in range(1, units + 1):
