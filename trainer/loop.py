@@ -254,6 +254,8 @@ def _finish(config, workdir, out, model, data, train, val, state, rows, *, image
         cbs.plot_curves(rows, os.path.join(out, "plots", "curves.png"))
     logging.info("Evaluation and export took %.1f s.", time.perf_counter() - started)
     final = metrics["final"]
+    if out != workdir:  # a non-chief worker: its files were scratch
+        return metrics
     print(
         f"Finished {final['epochs']} epochs ({final['steps']} steps): val_top1="
         f"{final['val_top1']:.4f} val_top5={final['val_top5']:.4f} val_loss="
