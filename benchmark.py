@@ -8,6 +8,7 @@ Commands (each lives in ``trainer/bench/<command>.py`` and defines its own flags
   throughput     training/inference images/s, optionally against keras.applications
   cost_vs_time   MACs against measured latency for every family, with the machine's peak
   pipeline       input-pipeline images/s alone
+  sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
 
 ``python benchmark.py <command> --help`` lists a command's flags.
 """
@@ -18,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-COMMANDS = ("cost", "layers", "throughput", "cost_vs_time", "pipeline")
+COMMANDS = ("cost", "layers", "throughput", "cost_vs_time", "pipeline", "sparse")
 
 
 def _usage() -> str:

@@ -404,6 +404,33 @@ def apply(
     validate(pruning_config)
     if not is_enabled(pruning_config):
         return model
+    m_by_n = parse_m_by_n(_get(pruning_config, "m_by_n", ""))
+    if m_by_n:
+        schedule = _sparsity.ConstantSparsity(m_by_n[0] / m_by_n[1], begin_step=0, frequency=1)
+        logging.info("pruning: %d:%d structured sparsity from the first step", *m_by_n)
+    else:
+        schedule = make_schedule(
+            pruning_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        )
+        logging.info("pruning: schedule %s", schedule.get_config())
+    return _wrap(model, pruning_config, schedule, m_by_n)
+
+
+def rebuild(model: keras.Model, pruning_config) -> keras.Model:
+    """Wraps ``model`` as ``apply`` would, with the same variables but no usable schedule.
+
+    For reading a pruned run's checkpoint (warm starts, evaluation): its object graph has the
+    wrappers, and the schedule is not part of it. Do not train the result; use ``apply``.
+    """
+    validate(pruning_config)
+    if not is_enabled(pruning_config):
+        return model
+    m_by_n = parse_m_by_n(_get(pruning_config, "m_by_n", ""))
+    schedule = _sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
+    return _wrap(model, pruning_config, schedule, m_by_n)
+
+
+def _wrap(model, pruning_config, schedule, m_by_n) -> keras.Model:
     if _has_wrappers(model):
         raise ValueError(f"Model '{model.name}' is already wrapped for pruning; apply() it once.")
     if not isinstance(model, keras.Model) or not (
@@ -422,15 +449,6 @@ def apply(
                 f"input, 3x3 depthwise convs ('same' at stride 1, ZeroPadding2D(1) + 'valid' at "
                 f"stride 2), 1x1 Conv2Ds, BN, ReLU, Add, and a GlobalAveragePooling2D at the end."
             ) from None
-    m_by_n = parse_m_by_n(_get(pruning_config, "m_by_n", ""))
-    if m_by_n:
-        schedule = _sparsity.ConstantSparsity(m_by_n[0] / m_by_n[1], begin_step=0, frequency=1)
-        logging.info("pruning: %d:%d structured sparsity from the first step", *m_by_n)
-    else:
-        schedule = make_schedule(
-            pruning_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-        )
-        logging.info("pruning: schedule %s", schedule.get_config())
     selected = plan(model, pruning_config)
     if not selected:
         raise ValueError(
@@ -452,9 +470,8 @@ def apply(
         object.__setattr__(layer, _PRUNED_MARK, tuple(_short_name(w) for w in weights))
         return _Wrapper(layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
 
-    pruned = keras.models.clone_model(model, clone_function=wrap)
     # clone_model re-creates InputLayers only; every other layer (and weight) is shared.
-    return pruned
+    return keras.models.clone_model(model, clone_function=wrap)
 
 
 class SparsityLog(keras.callbacks.Callback):
