@@ -225,6 +225,14 @@ def _train_dataset(
             return prep.light_train_preprocess(image, seed_pair, image_size, preprocessing)
         return eval_preprocess(image, image_size, preprocessing)
 
+    def augment_decoded(examples):
+        """``(image, label, ...)`` -> ``(augmented image, label)``, one seed per example."""
+        return tf.data.Dataset.zip((examples, _seeds(seed))).map(
+            lambda ex, s: (augment_image(ex[0], s, False), ex[1]),
+            num_parallel_calls=parallel,
+            deterministic=False,
+        )
+
     if cache:
         # The cache replays its first pass: read it shuffled so a bounded buffer on top does not
         # start from class-sorted files.
@@ -236,21 +244,11 @@ def _train_dataset(
             seed=seed,
             reshuffle_each_iteration=True,
         ).repeat()
-        examples = tf.data.Dataset.zip((examples, _seeds(seed)))
-        return examples.map(
-            lambda ex, s: (augment_image(ex[0], s, False), ex[1]),
-            num_parallel_calls=parallel,
-            deterministic=False,
-        )
+        return augment_decoded(examples)
 
     examples = split.read(seed, shard).repeat()
     if not split.encoded:
-        examples = tf.data.Dataset.zip((examples, _seeds(seed)))
-        return examples.map(
-            lambda ex, s: (augment_image(ex[0], s, False), ex[1]),
-            num_parallel_calls=parallel,
-            deterministic=False,
-        )
+        return augment_decoded(examples)
     # Decode and augment in one step, so JPEG crops decode only the crop window.
     examples = tf.data.Dataset.zip((examples, _seeds(seed))).map(
         lambda ex, s: ((ex[0], s), ex[1], ex[2])
