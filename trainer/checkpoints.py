@@ -172,7 +172,7 @@ def load_source_model(path: str) -> keras.Model:
         **source.model.kwargs,
     )
     if pruning.is_enabled(source.pruning):
-        model = pruning.apply(model, source.pruning, steps_per_epoch=1, total_steps=1)
+        model = pruning.rebuild(model, source.pruning)
     tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     return model
 
