@@ -71,8 +71,13 @@ def read_metrics_csv(path: str) -> list[dict]:
         return []
     with tf.io.gfile.GFile(path) as f:
         rows = list(csv.DictReader(f))
+    # Cells are empty where a row lacks a column (a metric added mid-run): leave those out.
     return [
-        {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+        {
+            key: int(value) if key == "epoch" else float(value)
+            for key, value in row.items()
+            if value not in ("", None)
+        }
         for row in rows
     ]
 

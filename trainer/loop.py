@@ -163,13 +163,16 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     logger = cbs.MetricsLogger(
         os.path.join(out, "metrics.csv"), lambda: schedule(optimizer.iterations), guard
     )
+    # The guard first (nothing is written after a NaN step); the checkpoint last, so a kill
+    # between them leaves an epoch that is redone and its rows rewritten, never one that is
+    # restored as finished but missing from metrics.csv or best/.
     callbacks = [
         guard,
         *pruning.callbacks(config.pruning, os.path.join(out, "logs")),
-        cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
         logger,
         cbs.BestModel(model, os.path.join(out, "best"), config.train.best_metric, guard),
         *_tensorboard(os.path.join(out, "logs")),
+        cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
     ]
     fit = dict(
         x=train,
