@@ -114,12 +114,14 @@ def _print_table(results: list[dict]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from trainer import evaluation, model_io
+    from trainer import model_paths
 
     try:
-        paths = model_io.expand_model_paths(FLAGS.model)
+        paths = model_paths.expand_model_paths(FLAGS.model)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"evaluate.py: {error}")
+    from trainer import evaluation, model_io  # after the path check: TensorFlow takes seconds
+
     overrides = config_flags.get_override_values(FLAGS["data"])
     results, failed = [], 0
     for index, path in enumerate(paths):

@@ -71,17 +71,22 @@ def _default_output_dir(path: str, kind: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from trainer import export, model_io
-
     if bool(FLAGS.workdir) == bool(FLAGS.model):
         sys.exit("export.py: pass exactly one of --workdir=DIR or --model=PATH.")
+    from trainer import model_paths
+
     path = FLAGS.workdir or FLAGS.model
     try:
-        kind = model_io.detect_kind(path)
+        kind = model_paths.detect_kind(path)
         if FLAGS.workdir and kind != "workdir":
             raise ValueError(
                 f"--workdir='{path}' has no config.json; for a model file use --model={path}."
             )
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"export.py: {error}")
+    from trainer import export, model_io  # after the path check: TensorFlow takes seconds
+
+    try:
         model_and_data = model_io.load_with_data(
             path,
             FLAGS.data,

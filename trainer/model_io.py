@@ -19,18 +19,16 @@ class scores ``[B, K]``.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-KINDS = ("workdir", "keras", "saved_model", "tflite")
-_PATH_HINT = "pass a training workdir, a .keras file, a SavedModel directory or a .tflite file"
+from trainer import model_paths
 
 
 @dataclasses.dataclass
@@ -59,57 +57,6 @@ class LoadedModel:
     config: ml_collections.ConfigDict | None = None
 
 
-def expand_model_paths(values: Sequence[str]) -> list[str]:
-    """Splits comma-separated PATHs and expands globs, keeping the order given.
-
-    Raises:
-      FileNotFoundError: a path does not exist or a glob matches nothing.
-    """
-    paths = []
-    for value in values:
-        for item in (part.strip() for part in value.split(",")):
-            if not item:
-                continue
-            if glob.has_magic(item):
-                matches = sorted(glob.glob(item))
-                if not matches:
-                    raise FileNotFoundError(f"Model glob '{item}' matches nothing; {_PATH_HINT}.")
-                paths.extend(matches)
-            elif not os.path.exists(item):
-                raise FileNotFoundError(f"Model path '{item}' does not exist; {_PATH_HINT}.")
-            else:
-                paths.append(item)
-    if not paths:
-        raise ValueError(f"No model path given; {_PATH_HINT} (--model=PATH).")
-    return paths
-
-
-def detect_kind(path: str) -> str:
-    """Which of ``KINDS`` a path is, from its layout (not from its name alone).
-
-    Raises:
-      FileNotFoundError: the path does not exist.
-      ValueError: the path exists but is none of the kinds.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Model path '{path}' does not exist; {_PATH_HINT}.")
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "config.json")):
-            return "workdir"
-        if _is_saved_model(path):
-            return "saved_model"
-        raise ValueError(
-            f"'{path}' is a directory but neither a training workdir (no config.json) nor a "
-            f"SavedModel (no saved_model.pb); {_PATH_HINT}."
-        )
-    extension = os.path.splitext(path)[1].lower()
-    if extension == ".keras":
-        return "keras"
-    if extension == ".tflite":
-        return "tflite"
-    raise ValueError(f"'{path}' has an unknown extension '{extension}'; {_PATH_HINT}.")
-
-
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a training run wrote to ``workdir/config.json``."""
     with open(os.path.join(workdir, "config.json")) as f:
@@ -123,7 +70,7 @@ def load_model(path: str) -> LoadedModel:
       FileNotFoundError: the path does not exist, or a workdir holds no model yet.
       ValueError: the path is not a model.
     """
-    kind = detect_kind(path)
+    kind = model_paths.detect_kind(path)
     if kind == "workdir":
         loaded = _load_from_workdir(path)
         return dataclasses.replace(
@@ -134,13 +81,6 @@ def load_model(path: str) -> LoadedModel:
     if kind == "saved_model":
         return _load_saved_model(path)
     return _load_tflite(path)
-
-
-def _is_saved_model(directory: str) -> bool:
-    return any(
-        os.path.exists(os.path.join(directory, name))
-        for name in ("saved_model.pb", "saved_model.pbtxt")
-    )
 
 
 def _load_keras_file(path: str) -> keras.Model:
@@ -391,7 +331,7 @@ def load_with_data(
     from configs.common import get_base_config
     from trainer import data
 
-    kind = detect_kind(path)
+    kind = model_paths.detect_kind(path)
     if kind == "workdir":
         config = load_workdir_config(path)
         resolved = get_base_config().data

@@ -13,7 +13,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from tests.trainer import digits_model  # noqa: E402
-from trainer import evaluation, model_io  # noqa: E402
+from trainer import evaluation, model_io, model_paths  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -133,9 +133,9 @@ def test_missing_and_unknown_paths_fail_clearly(tmp_path):
     missing = str(tmp_path / "nope.keras")
     (tmp_path / "x.tflite").write_bytes(b"")  # exists: the missing one after it is named
     with pytest.raises(FileNotFoundError, match="nope.keras' does not exist"):
-        model_io.expand_model_paths([f"{tmp_path}/x.tflite,{missing}"])
+        model_paths.expand_model_paths([f"{tmp_path}/x.tflite,{missing}"])
     with pytest.raises(FileNotFoundError, match="matches nothing"):
-        model_io.expand_model_paths([str(tmp_path / "*.keras")])
+        model_paths.expand_model_paths([str(tmp_path / "*.keras")])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model_io.load_model(missing)
     with pytest.raises(ValueError, match="neither a training workdir"):
@@ -154,7 +154,7 @@ def test_missing_and_unknown_paths_fail_clearly(tmp_path):
 def test_paths_expand_commas_and_globs_in_order(tmp_path):
     for name in ("b.tflite", "a.tflite", "m.keras"):
         (tmp_path / name).write_bytes(b"")
-    paths = model_io.expand_model_paths([f"{tmp_path}/m.keras, {tmp_path}/*.tflite"])
+    paths = model_paths.expand_model_paths([f"{tmp_path}/m.keras, {tmp_path}/*.tflite"])
     assert paths == [str(tmp_path / n) for n in ("m.keras", "a.tflite", "b.tflite")]
 
 
