@@ -94,22 +94,14 @@ def measure(data_config, source: str) -> dict:
 def model_train_img_s(name: str, num_classes: int) -> float:
     """Training images/s of a registered model on a constant batch: the rate to out-run."""
     import tensorflow as tf
-    import tf_keras as keras
 
     import architectures
 
     size, batch = FLAGS.image_size, FLAGS.batch_size
     model = architectures.create_model(name, input_shape=(size, size, 3), num_classes=num_classes)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-    )
-    examples = (tf.random.uniform((batch, size, size, 3)), tf.zeros([batch], tf.int32))
-    batches = iter(tf.data.Dataset.from_tensors(examples).repeat())
-    train_step = model.make_train_function()
-    t = timing.time_interleaved(
-        {name: lambda: train_step(batches)}, repeats=3, calls_per_repeat=2, warmup=2
-    )[name]
+    images, labels = tf.random.uniform((batch, size, size, 3)), tf.zeros([batch], tf.int32)
+    train_step, _ = timing.keras_steps(model, images, labels)
+    t = timing.time_interleaved({name: train_step}, repeats=3, calls_per_repeat=2, warmup=2)[name]
     return batch / t.median_s
 
 

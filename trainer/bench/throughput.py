@@ -70,23 +70,6 @@ def keras_application(name: str, input_shape, num_classes: int) -> keras.Model |
     )
 
 
-def _compiled_steps(model: keras.Model, images, labels, jit_compile: bool):
-    """(train_step, infer_step): zero-argument callables running one step each."""
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        jit_compile=jit_compile,
-    )
-    batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    train_function = model.make_train_function()
-
-    @tf.function(jit_compile=jit_compile)
-    def infer():
-        return model(images, training=False)
-
-    return (lambda: train_function(batches)), infer
-
-
 def measure(name: str) -> dict:
     """Throughput of our ``name`` (and keras.applications', if asked) in one interleaved run."""
     spec = architectures.get_model_spec(name)
@@ -110,7 +93,8 @@ def measure(name: str) -> dict:
         logging.info("keras.applications has no counterpart of %s; timing ours only.", name)
 
     steps = {
-        who: _compiled_steps(m, images, labels, FLAGS.jit_compile) for who, m in models.items()
+        who: timing.keras_steps(m, images, labels, jit_compile=FLAGS.jit_compile)
+        for who, m in models.items()
     }
     row: dict = {
         "model": name,

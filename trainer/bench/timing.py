@@ -69,6 +69,31 @@ def time_interleaved(
     }
 
 
+def keras_steps(model, images, labels, *, jit_compile: bool = False):
+    """Compiles ``model`` and returns ``(train_step, infer_step)`` zero-argument callables.
+
+    The train step is Keras' own compiled train function (exactly what ``fit`` runs) on one fixed
+    batch repeated, so input pipelines stay out of the measurement; SGD with momentum and sparse
+    cross-entropy, the same for every model timed.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        jit_compile=jit_compile,
+    )
+    batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    train_function = model.make_train_function()
+
+    @tf.function(jit_compile=jit_compile)
+    def infer():
+        return model(images, training=False)
+
+    return (lambda: train_function(batches)), infer
+
+
 def reset_peak_memory() -> None:
     """Resets the process's peak resident memory (Linux ``VmHWM``) so the next peak is fresh."""
     try:
