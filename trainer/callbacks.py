@@ -57,7 +57,8 @@ class CheckpointSaver(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.guard.tripped or self.every_steps <= 0:
             return
-        if self.state.step % self.every_steps == 0:
+        last_of_epoch = batch + 1 == (self.params or {}).get("steps")
+        if self.state.step % self.every_steps == 0 and not last_of_epoch:  # epoch end saves
             self.state.save()
 
     def on_epoch_end(self, epoch, logs=None):

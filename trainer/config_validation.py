@@ -104,7 +104,7 @@ def validate(config) -> None:
     _check_range(config, "optim.epsilon", low=0.0, low_open=True)
     _check_range(config, "optim.weight_decay", low=0.0)
     _check_range(config, "optim.depthwise_weight_decay", low=0.0)
-    _check_range(config, "optim.warmup_epochs", low=0.0, high=config.train.epochs, high_open=True)
+    _check_range(config, "optim.warmup_epochs", low=0.0, high=config.train.epochs)
     _check_range(config, "optim.decay_rate", low=0.0, high=1.0, low_open=True)
     _check_range(config, "optim.decay_epochs", low=0.0, low_open=True)
     _check_range(config, "optim.min_learning_rate", low=0.0, high=config.optim.learning_rate)
