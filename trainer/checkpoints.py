@@ -19,7 +19,9 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-CLASSIFIER_LAYERS = ("classifier",)
+from architectures.common import CLASSIFIER_NAME
+
+CLASSIFIER_LAYERS = (CLASSIFIER_NAME,)
 
 
 class CheckpointState:
