@@ -28,14 +28,12 @@ class Runtime:
       strategy: the ``tf.distribute.Strategy`` to build and train under.
       is_chief: whether this process writes the run's files (always True on one machine).
       task_id: this worker's index in the cluster (0 on one machine).
-      num_workers: number of worker processes.
       jit_compile: passed to ``model.compile``.
     """
 
     strategy: tf.distribute.Strategy
     is_chief: bool = True
     task_id: int = 0
-    num_workers: int = 1
     jit_compile: bool = False
     _scratch: list[str] = dataclasses.field(default_factory=list)
 
@@ -99,14 +97,10 @@ def make_strategy(runtime_config) -> Runtime:
         tf_config = json.loads(os.environ["TF_CONFIG"])
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         resolver = strategy.cluster_resolver
-        workers = len(tf_config.get("cluster", {}).get("worker", [])) + len(
-            tf_config.get("cluster", {}).get("chief", [])
-        )
         return Runtime(
             strategy,
             is_chief=_is_chief(resolver.task_type, resolver.task_id, tf_config),
             task_id=int(resolver.task_id or 0),
-            num_workers=max(workers, 1),
         )
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=runtime_config.tpu)
