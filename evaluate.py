@@ -10,9 +10,10 @@ PATH (``--model``, repeatable, comma-separated, globs allowed) is one of:
   variant's) and the seed; the model is ``DIR/export/model.keras``, else ``DIR/best/``, else the
   latest checkpoint in ``DIR/checkpoints/``. ``--data.*`` flags given explicitly still override;
 * a ``.keras`` file, a SavedModel directory (run through its signature, Keras metadata or not) or
-  a ``.tflite`` file: data from ``--data.*`` (default: digits), input size from the model, and
-  the Inception [-1, 1] preprocessing unless ``--preprocessing`` names another (``imagenet`` or
-  a model name such as ``shufflenet_v1_g3_100``).
+  a ``.tflite`` file. Inside a workdir (``DIR/export/model.tflite``), DIR's config is used as
+  above. Otherwise data comes from ``--data.*`` (default: digits), the input size from the model,
+  and the preprocessing is Inception [-1, 1] unless ``--preprocessing`` names another
+  (``imagenet``, or a model name such as ``shufflenet_v1_g3_100`` for its defaults).
 
 Prints a table (or, with ``--json``, one JSON object per model per line on stdout, with keys
 ``model, top1, top5, loss, examples, latency_ms_b1, latency_ms_bN, per_class, ...``; accuracies

@@ -5,9 +5,10 @@
 
 ``--workdir=DIR`` exports DIR's model (``export/model.keras``, else ``best/``, else the latest
 checkpoint) to ``DIR/export/`` (or ``--output_dir``), calibrating int8 on DIR's training data
-(``config.json``) with its variant's preprocessing. ``--model=PATH`` (a ``.keras`` file) takes the
-data from ``--data.*`` (default: digits) and the Inception [-1, 1] preprocessing unless
-``--preprocessing`` names another, and writes to ``<PATH without .keras>_export/``.
+(``config.json``) with its variant's preprocessing. ``--model=PATH`` (a ``.keras`` file) does the
+same when PATH lies inside a workdir; otherwise it takes the data from ``--data.*`` (default:
+digits) and the Inception [-1, 1] preprocessing unless ``--preprocessing`` names another. It
+writes to ``<PATH without .keras>_export/``.
 
 Files: model.keras, saved_model/ (signatures ``serving_default``: float images, and
 ``serving_image_bytes``: encoded JPEG/PNG/BMP/GIF bytes with decoding and evaluation

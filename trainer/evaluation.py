@@ -210,9 +210,10 @@ def evaluate_model_and_data(
       latency_iterations: timed calls per latency figure (their median is reported).
 
     Returns:
-      ``(result, confusion)``; ``result`` is JSON-able with keys ``model``, ``kind``, ``file``,
-      ``data``, ``top1``, ``top5``, ``loss``, ``examples``, ``per_class``, ``from_logits``,
-      ``num_classes``, ``input_size``, ``latency_ms_b1``, ``latency_ms_bN``, ``batch_size``.
+      ``(result, confusion)``; ``result`` is JSON-able with keys ``model``, ``kind``,
+      ``file``, ``workdir``, ``data``, ``top1``, ``top5``, ``loss``, ``examples``,
+      ``per_class``, ``from_logits``, ``num_classes``, ``input_size``, ``latency_ms_b1``,
+      ``latency_ms_bN``, ``batch_size``.
     """
     model, bundle = model_and_data.model, model_and_data.data
     metrics, confusion = evaluate(
@@ -228,6 +229,7 @@ def evaluate_model_and_data(
         "model": model.path,
         "kind": model.kind,
         "file": model.file,
+        "workdir": model_and_data.workdir,
         "data": model_and_data.data_config.source,
         **metrics,
         "num_classes": model.num_classes,

@@ -290,6 +290,8 @@ class ModelAndData:
       data_config: the resolved ``config.data`` the bundle was built from.
       preprocessing: the ``architectures.Preprocessing`` used.
       image_size: the square input side.
+      workdir: the training workdir whose config was used (the PATH itself, or the run a model
+        file lives in, e.g. ``DIR`` for ``DIR/export/model.tflite``); None for a bare model.
     """
 
     model: LoadedModel
@@ -297,6 +299,7 @@ class ModelAndData:
     data_config: ml_collections.ConfigDict
     preprocessing: object
     image_size: int
+    workdir: str | None = None
 
 
 def load_with_data(
@@ -312,8 +315,10 @@ def load_with_data(
 
     A workdir's own ``config.data``, its variant's preprocessing and its seed win, so the model
     sees exactly what it was trained with; ``data_overrides`` (the ``--data.*`` flags actually
-    given) still apply on top. Any other model takes ``data_config`` (the flags), ``seed`` and,
-    unless ``preprocessing`` names one, the Inception [-1, 1] preprocessing.
+    given) still apply on top. The same holds for a model file inside a workdir
+    (``DIR/export/...``, see ``model_paths.owning_workdir``). Any other model takes
+    ``data_config`` (the flags), ``seed`` and, unless ``preprocessing`` names one, the Inception
+    [-1, 1] preprocessing.
 
     Args:
       path: any model PATH (see the module docstring).
@@ -332,8 +337,9 @@ def load_with_data(
     from trainer import data
 
     kind = model_paths.detect_kind(path)
-    if kind == "workdir":
-        config = load_workdir_config(path)
+    workdir = path if kind == "workdir" else model_paths.owning_workdir(path)
+    if workdir is not None:
+        config = load_workdir_config(workdir)
         resolved = get_base_config().data
         resolved.update(config.data.to_dict())
         resolved.update(dict(data_overrides or {}))
@@ -360,4 +366,4 @@ def load_with_data(
             f"'{resolved.source}' has {bundle.num_classes} classes; evaluate it on data with "
             f"{loaded.num_classes} classes (--data.source=...)."
         )
-    return ModelAndData(loaded, bundle, resolved, chosen, image_size)
+    return ModelAndData(loaded, bundle, resolved, chosen, image_size, workdir)

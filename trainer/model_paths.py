@@ -70,3 +70,18 @@ def is_saved_model(directory: str) -> bool:
         os.path.exists(os.path.join(directory, name))
         for name in ("saved_model.pb", "saved_model.pbtxt")
     )
+
+
+def owning_workdir(path: str, levels: int = 2) -> str | None:
+    """The training workdir a model file lives in (``DIR/export/model.tflite`` -> ``DIR``), if any.
+
+    Looks for ``config.json`` in the file's directory and up to ``levels`` directories in all, so
+    files the trainer or ``export.py`` wrote are evaluated with their run's data and preprocessing
+    even when passed on their own.
+    """
+    directory = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    for _ in range(levels):
+        if os.path.exists(os.path.join(directory, "config.json")):
+            return directory
+        directory = os.path.dirname(directory)
+    return None

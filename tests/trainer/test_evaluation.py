@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import json  # noqa: E402
+import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -198,3 +199,24 @@ def test_confusion_png_and_json_result(trained, tmp_path):
     assert json.loads(json.dumps(result))["per_class"].keys() == {str(i) for i in range(10)}
     assert result["examples"] == confusion.sum() == 360
     assert result["latency_ms_b1"] > 0 and result["latency_ms_bN"] > 0
+
+
+@pytest.mark.slow
+def test_a_file_inside_a_workdir_uses_that_runs_preprocessing(trained, tmp_path):
+    import architectures
+
+    config = digits_model.digits_config()
+    config.model.name = "shufflenet_v1_g3_050"  # ImageNet mean/std, not the Inception default
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "config.json").write_text(config.to_json())
+    inside = tmp_path / "run" / "export" / "model.tflite"
+    shutil.copy(trained.paths["tflite"], inside)
+    shutil.copy(trained.paths["tflite"], tmp_path / "bare.tflite")
+
+    owned = model_io.load_with_data(str(inside), _digits_data_config())
+    bare = model_io.load_with_data(str(tmp_path / "bare.tflite"), _digits_data_config())
+
+    assert owned.workdir == str(tmp_path / "run")
+    assert owned.preprocessing == architectures.IMAGENET_PREPROCESSING
+    assert bare.workdir is None
+    assert bare.preprocessing == architectures.INCEPTION_PREPROCESSING
