@@ -13,6 +13,7 @@ import math
 
 import tf_keras as keras
 
+from architectures.common import CLASSIFIER_NAME
 from architectures.cost_report import model_cost
 from architectures.registry import create_model, get_model_spec, list_models
 from layers.cost import layer_cost
@@ -125,7 +126,11 @@ def seed_claims() -> list[Claim]:
 
 @dataclasses.dataclass(frozen=True)
 class VariantFidelity:
-    """One variant's cost at its paper size and 1000 classes, next to the published numbers."""
+    """One variant's cost at its paper size and 1000 classes, next to the published numbers.
+
+    ``macs`` is counted as the paper counts it: without the classifier where the registry says
+    ``paper_macs_exclude_classifier`` (ShuffleNet v1).
+    """
 
     name: str
     input_size: int
@@ -134,6 +139,7 @@ class VariantFidelity:
     macs: int
     paper_params: int | None
     paper_macs: float | None
+    macs_exclude_classifier: bool = False
 
     @staticmethod
     def _diff(measured: float, published: float | None) -> float | None:
@@ -155,15 +161,19 @@ def variant_fidelity(pattern: str = "*") -> list[VariantFidelity]:
         spec = get_model_spec(name)
         report = model_cost(create_model(name, num_classes=1000))
         keras.backend.clear_session()
+        macs = report.total_macs
+        if spec.paper_macs_exclude_classifier:
+            macs -= sum(row.macs for row in report.rows if row.layer == CLASSIFIER_NAME)
         rows.append(
             VariantFidelity(
                 name=name,
                 input_size=spec.input_size,
                 min_input_size=spec.min_input_size,
                 params=report.total_params,
-                macs=report.total_macs,
+                macs=macs,
                 paper_params=spec.paper_params,
                 paper_macs=spec.paper_macs,
+                macs_exclude_classifier=spec.paper_macs_exclude_classifier,
             )
         )
     return rows

@@ -61,6 +61,8 @@ class ModelSpec:
       recipe: name of the recommended training recipe, ``configs/<recipe>.py``.
       paper_macs: multiply-adds the paper publishes at ``input_size`` (None if it publishes none).
       paper_params: trainable parameters the paper (or keras.applications) publishes, if any.
+      paper_macs_exclude_classifier: the published MACs leave out the final fully-connected layer
+        (ShuffleNet v1's Table 1 does), so comparisons must too.
     """
 
     name: str
@@ -73,6 +75,7 @@ class ModelSpec:
     recipe: str = ""
     paper_macs: float | None = None
     paper_params: int | None = None
+    paper_macs_exclude_classifier: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -137,7 +140,8 @@ def create_model(name: str, /, **overrides) -> keras.Model:
     """Builds a registered variant.
 
     Keyword arguments that are None never override the variant's defaults, so an unset flag
-    passes through harmlessly. ``input_shape`` defaults to ``(input_size, input_size, 3)`` and
+    passes through harmlessly. (For logits, pass ``classifier_activation="linear"``: a None
+    would be dropped like any other.) ``input_shape`` defaults to ``(input_size, input_size, 3)`` and
     ``num_classes`` to the variant's.
 
     Args:

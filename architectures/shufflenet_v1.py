@@ -192,6 +192,7 @@ _SPEC = dict(
     min_input_size=MIN_INPUT_SIZE,
     preprocessing=IMAGENET_PREPROCESSING,
     recipe="shufflenet_v1_imagenet",
+    paper_macs_exclude_classifier=True,  # Table 1 and 2 count no FC
 )
 
 

@@ -68,9 +68,12 @@ def fidelity_markdown(rows) -> str:
     for r in rows:
         lines.append(
             f"| `{r.name}` | {r.input_size} | {r.min_input_size} | {r.params:,} | "
-            f"{_count(r.paper_params)} | {_percent(r.params_diff_percent)} | {_count(r.macs)} | "
+            f"{_count(r.paper_params)} | {_percent(r.params_diff_percent)} | {_count(r.macs)}"
+            f"{' †' if r.macs_exclude_classifier else ''} | "
             f"{_count(r.paper_macs)} | {_percent(r.macs_diff_percent)} |"
         )
+    if any(r.macs_exclude_classifier for r in rows):
+        lines.append("\n† without the final classifier, as the paper counts it.")
     return "\n".join(lines)
 
 
