@@ -84,7 +84,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.pruning.end_epoch = config_dict.placeholder(float)
     config.pruning.frequency = 100
     config.pruning.m_by_n = ""  # e.g. "2:4" for structured sparsity
-    config.pruning.policy = ""  # "" (the prune_<kind> keys) | xnnpack_latency (1x1 convs, XNNPACK-sparse)
+    config.pruning.policy = (
+        ""  # "" (the prune_<kind> keys) | xnnpack_latency (1x1 convs, XNNPACK-sparse)
+    )
     config.pruning.prune_pointwise = True
     config.pruning.prune_grouped = True
     config.pruning.prune_dense = True
@@ -92,6 +94,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.pruning.prune_depthwise = False
     config.pruning.skip_first_conv = True
     config.pruning.skip_classifier = False
+    # A finished dense run (workdir or .keras) to compare export sizes with; "" uses
+    # init_checkpoint when that is a dense run's workdir.
+    config.pruning.dense_reference = ""
 
     config.export = ml_collections.ConfigDict()
     config.export.formats = "keras,saved_model"  # at the end of training

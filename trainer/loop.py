@@ -246,7 +246,9 @@ def _finish(config, workdir, out, model, data, train, val, state, rows, *, image
     )
     if pruning.is_enabled(config.pruning):
         init = config.init_checkpoint
-        dense = init if init and (os.path.isdir(init) or init.endswith(".keras")) else None
+        dense = config.pruning.dense_reference or (
+            init if init and (os.path.isdir(init) or init.endswith(".keras")) else None
+        )
         metrics["pruning"] = pruning.export_report(pruning.strip(model), dense, config.pruning)
     metrics["export"] = {name: os.path.relpath(p, out) for name, p in paths.items()}
     best_info = os.path.join(out, "best", "best.json")

@@ -60,6 +60,7 @@ _KEYS = frozenset(
         "frequency",
         "m_by_n",
         "policy",
+        "dense_reference",
         "skip_first_conv",
         "skip_classifier",
         *(f"prune_{kind}" for kind in KINDS),
@@ -151,6 +152,12 @@ def validate(pruning_config) -> None:
             f"pruning.policy={policy!r}; choose '' (the prune_<kind> keys decide) or "
             f"'xnnpack_latency' (tfmot's PruneForLatencyOnXNNPack: 1x1 convs only)."
         )
+    reference = _get(cfg, "dense_reference", "")
+    if reference:  # a missing reference fails now, not after training
+        try:
+            _dense_model_file(reference)
+        except ValueError as error:
+            raise ValueError(f"pruning.dense_reference: {error}") from None
     for key in ("begin_step", "frequency"):
         value = _get(cfg, key)
         low = 1 if key == "frequency" else 0
@@ -616,7 +623,23 @@ def sparsity_report(model: keras.Model, pruning_config=None) -> dict:
 def gzip_size(path: str) -> int:
     """Bytes of ``path`` after gzip at level 9: what a pruned model costs to download."""
     with open(path, "rb") as f:
-        return len(gzip.compress(f.read(), compresslevel=9))
+        return gzip_bytes(f.read())
+
+
+def gzip_bytes(data: bytes) -> int:
+    """Length of ``data`` gzipped at level 9."""
+    return len(gzip.compress(data, compresslevel=9))
+
+
+def tflite_gzip_size(model: keras.Model) -> int:
+    """Gzipped bytes of the model's plain float32 TFLite flatbuffer: the file a phone downloads.
+
+    Unlike ``.keras`` it holds no BN moving statistics (BN folds into the convolutions), so it
+    shows what pruning saves in the shipped format.
+    """
+    from trainer import sparse_tflite
+
+    return gzip_bytes(sparse_tflite.convert(model, sparse=False))
 
 
 def _dense_model_file(path: str) -> str:
@@ -645,9 +668,10 @@ def export_report(
       pruning_config: only needed for a model loaded from disk (see ``sparsity_report``).
 
     Returns:
-      ``{"sparsity": sparsity_report(...), "gzip_bytes": int}`` plus ``"dense_gzip_bytes"`` and
-      ``"gzip_ratio"`` (pruned / dense) when a dense reference is given. Both models are measured
-      the same way: saved as ``.keras`` (an uncompressed zip) and gzipped.
+      ``{"sparsity": sparsity_report(...), "gzip_bytes": int, "tflite_gzip_bytes": int}`` plus
+      ``"dense_gzip_bytes"``, ``"gzip_ratio"`` (pruned / dense), ``"dense_tflite_gzip_bytes"`` and
+      ``"tflite_gzip_ratio"`` when a dense reference is given. Both models are measured the same
+      way: saved as ``.keras`` (an uncompressed zip) and as a float32 ``.tflite``, then gzipped.
     """
     if _has_wrappers(stripped_model):
         raise ValueError("export_report() takes a stripped model; call pruning.strip(model) first.")
@@ -656,7 +680,14 @@ def export_report(
         path = os.path.join(tmp, "model.keras")
         stripped_model.save(path)
         report["gzip_bytes"] = gzip_size(path)
+    report["tflite_gzip_bytes"] = tflite_gzip_size(stripped_model)
     if dense_reference_path:
-        report["dense_gzip_bytes"] = gzip_size(_dense_model_file(dense_reference_path))
+        dense_file = _dense_model_file(dense_reference_path)
+        report["dense_gzip_bytes"] = gzip_size(dense_file)
         report["gzip_ratio"] = report["gzip_bytes"] / report["dense_gzip_bytes"]
+        dense_model = keras.models.load_model(dense_file, compile=False)
+        report["dense_tflite_gzip_bytes"] = tflite_gzip_size(dense_model)
+        report["tflite_gzip_ratio"] = (
+            report["tflite_gzip_bytes"] / report["dense_tflite_gzip_bytes"]
+        )
     return report

@@ -86,6 +86,7 @@ def _custom_layers_model() -> keras.Model:
         ({"m_by_n": "2:4", "final_sparsity": 0.75}, "m_by_n"),
         ({"policy": "fast"}, "policy"),
         ({"prune_dense": "yes"}, "prune_dense"),
+        ({"dense_reference": "/no/such/run"}, "dense_reference"),
     ],
 )
 def test_validate_names_the_bad_key(overrides, key):
@@ -241,6 +242,11 @@ def test_export_report_compares_gzip_with_the_dense_reference(tmp_path):
     report = pruning.export_report(stripped, str(tmp_path))
     assert report["dense_gzip_bytes"] > report["gzip_bytes"]
     assert report["gzip_ratio"] == report["gzip_bytes"] / report["dense_gzip_bytes"]
+    # The shipped format too: 90 % zeros compress in the TFLite flatbuffer as well.
+    assert report["dense_tflite_gzip_bytes"] > report["tflite_gzip_bytes"] > 0
+    assert report["tflite_gzip_ratio"] == (
+        report["tflite_gzip_bytes"] / report["dense_tflite_gzip_bytes"]
+    )
     with pytest.raises(ValueError, match="model.keras"):
         pruning.export_report(stripped, str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="strip"):
