@@ -6,6 +6,7 @@ Commands (each lives in ``trainer/bench/<command>.py`` and defines its own flags
   cost           per-layer params and multiply-adds of a model (``--compare`` for several)
   layers         the conv-type comparison: MACs vs time at equal shapes
   throughput     training/inference images/s, optionally against keras.applications
+  profile        a training step's op time by phase and op type, optionally vs keras.applications
   cost_vs_time   MACs against measured latency for every family, with the machine's peak
   pipeline       input-pipeline images/s alone
   sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
@@ -19,7 +20,7 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-COMMANDS = ("cost", "layers", "throughput", "cost_vs_time", "pipeline", "sparse")
+COMMANDS = ("cost", "layers", "throughput", "profile", "cost_vs_time", "pipeline", "sparse")
 
 
 def _usage() -> str:

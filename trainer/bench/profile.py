@@ -1,0 +1,174 @@
+"""``benchmark.py profile``: where a training step's time goes, per op type, ours vs keras.applications.
+
+    python benchmark.py profile --model=mobilenet_v2_100 --compare_keras --image_size=128 \\
+        --batch_size=16
+
+Runs a few of Keras' own compiled train steps (``timing.keras_steps``, as ``throughput`` does)
+under ``tf.profiler`` and sums the duration of every executed TensorFlow op from the trace's
+``XSpace``, grouped by phase (forward, backward, optimizer) and op type. Shares ``throughput``'s
+model, size, batch and precision flags, so a profile matches the throughput row it explains.
+
+The sums are CPU time of the ops on the executor's threads: with ops running concurrently they
+add up to more than the step's wall time, but their proportions say where the time goes.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import statistics
+import tempfile
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+import architectures  # noqa: E402
+from trainer.bench import throughput, timing  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("profile_steps", 3, "Train steps traced (after the warm-up steps).")
+flags.DEFINE_integer("profile_rounds", 3, "Alternating traced rounds per model (median).")
+flags.DEFINE_integer("top", 25, "Rows of the per-op-type table (largest first).")
+
+# Executor threads whose events are TensorFlow ops ("name:Type"); other lines are the Python
+# caller, tf.data and thread-pool bookkeeping.
+_OP_LINE_PREFIX = "tf_Compute"
+_BACKWARD_MARK = "gradient_tape/"
+_OPTIMIZER_PREFIXES = ("SGD/", "Adam/", "RMSprop/", "AdamW/")
+
+
+def phase_of(op_name: str) -> str:
+    """``"backward"`` for gradient ops, ``"optimizer"`` for weight updates, else ``"forward"``."""
+    if _BACKWARD_MARK in op_name:
+        return "backward"
+    if op_name.startswith(_OPTIMIZER_PREFIXES):
+        return "optimizer"
+    return "forward"
+
+
+def op_times_us(xspace_path: str) -> dict[tuple[str, str], float]:
+    """Sums op durations in one ``*.xplane.pb`` trace.
+
+    Returns:
+      ``(phase, op type) -> total microseconds`` over the whole trace.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xspace_path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals: dict[tuple[str, str], float] = collections.defaultdict(float)
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith(_OP_LINE_PREFIX):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" not in name or name.startswith("ExecutorState"):
+                    continue
+                op_name, op_type = name.rsplit(":", 1)
+                totals[(phase_of(op_name), op_type)] += event.duration_ps / 1e6
+    return dict(totals)
+
+
+def profile_steps(step, steps: int) -> dict[tuple[str, str], float]:
+    """Traces ``steps`` calls of ``step`` and returns ``(phase, op type) -> ms per step``."""
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(steps):
+                result = step()
+            timing._sync(result)
+        finally:
+            tf.profiler.experimental.stop()
+        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        if not paths:
+            raise RuntimeError(f"tf.profiler wrote no trace under {logdir}.")
+        totals = op_times_us(paths[0])
+    return {key: us / 1e3 / steps for key, us in totals.items()}
+
+
+def profile_model(name: str) -> dict[str, dict[tuple[str, str], float]]:
+    """``who -> (phase, op type) -> ms/step`` for our ``name`` and, if asked, keras.applications'."""
+    spec = architectures.get_model_spec(name)
+    size = FLAGS.image_size or spec.input_size
+    input_shape = (size, size, 3)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(-1, 1, (FLAGS.batch_size, *input_shape)), tf.float32)
+    labels = tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size), tf.int32)
+    models = {
+        "ours": architectures.create_model(
+            name, input_shape=input_shape, num_classes=FLAGS.num_classes
+        )
+    }
+    if FLAGS.compare_keras:
+        theirs = throughput.keras_application(name, input_shape, FLAGS.num_classes)
+        if theirs is not None:
+            models["keras"] = theirs
+    steps = {}
+    for who, model in models.items():
+        steps[who], _ = timing.keras_steps(model, images, labels, jit_compile=FLAGS.jit_compile)
+        for _ in range(max(FLAGS.warmup, 1)):
+            timing._sync(steps[who]())
+    # Rounds alternate between the models so that load from other jobs hits both alike; each op
+    # type's figure is its median over the rounds.
+    rounds: dict[str, list] = {who: [] for who in models}
+    for _ in range(FLAGS.profile_rounds):
+        for who, step in steps.items():
+            rounds[who].append(profile_steps(step, FLAGS.profile_steps))
+    profiles = {}
+    for who, samples in rounds.items():
+        keys = set().union(*samples)
+        profiles[who] = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in keys}
+    return profiles
+
+
+def format_profile(name: str, profiles: dict[str, dict[tuple[str, str], float]], top: int) -> str:
+    """Markdown: phase totals, then the ``top`` (phase, op type) rows by our time."""
+    whos = list(profiles)
+    lines = [f"**{name}** (op CPU ms per train step)", ""]
+    lines.append("| phase | op type | " + " | ".join(whos) + " |")
+    lines.append("|---|---|" + "---|" * len(whos))
+    for phase in ("forward", "backward", "optimizer"):
+        sums = [sum(v for (p, _), v in profiles[w].items() if p == phase) for w in whos]
+        lines.append(f"| {phase} | (all) | " + " | ".join(f"{s:.1f}" for s in sums) + " |")
+    keys = set().union(*(profiles[w].keys() for w in whos))
+    ranked = sorted(keys, key=lambda k: -max(profiles[w].get(k, 0.0) for w in whos))
+    for phase, op_type in ranked[:top]:
+        values = " | ".join(f"{profiles[w].get((phase, op_type), 0.0):.1f}" for w in whos)
+        lines.append(f"| {phase} | {op_type} | {values} |")
+    return "\n".join(lines)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise SystemExit(f"benchmark.py profile: unexpected arguments {argv[1:]}.")
+    for flag in ("profile_steps", "profile_rounds"):
+        if FLAGS[flag].value < 1:
+            raise SystemExit(
+                f"benchmark.py profile: --{flag} must be >= 1, got {FLAGS[flag].value}."
+            )
+    for name in FLAGS.model:
+        try:
+            architectures.get_model_spec(name)
+        except ValueError as error:
+            raise SystemExit(f"benchmark.py profile: {error}") from None
+    if FLAGS.precision != "float32":
+        keras.mixed_precision.set_global_policy(f"mixed_{FLAGS.precision}")
+    for name in FLAGS.model:
+        profiles = profile_model(name)
+        if FLAGS.json:
+            rows = {
+                who: {f"{phase}/{op_type}": ms for (phase, op_type), ms in p.items()}
+                for who, p in profiles.items()
+            }
+            print(json.dumps({"model": name, "ms_per_step": rows}), flush=True)
+        else:
+            print(format_profile(name, profiles, FLAGS.top), flush=True)
+        keras.backend.clear_session()
