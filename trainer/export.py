@@ -352,7 +352,6 @@ def export_and_check(
     Raises:
       ValueError: the model is not a Keras model (a ``.tflite`` or a plain SavedModel).
     """
-    from trainer import data
 
     loaded = model_and_data.model
     if loaded.keras_model is None:
@@ -368,15 +367,13 @@ def export_and_check(
     formats = parse_formats(formats)
     representative = None
     if "tflite_int8" in formats:
-        calibration_config = model_and_data.data_config.copy_and_resolve_references()
-        calibration_config.augment = "none"
-        calibration = data.build_datasets(
-            calibration_config,
+        representative = calibration_images(
+            model_and_data.data_config,
             image_size=model_and_data.image_size,
             preprocessing=model_and_data.preprocessing,
+            count=calibration_examples,
             batch_size=batch_size,
         )
-        representative, _ = _take(calibration.train, calibration_examples)
     images, labels = _take(model_and_data.data.val, parity_examples)
     paths = export_model(
         loaded.keras_model,
@@ -388,6 +385,26 @@ def export_and_check(
     )
     rows = check_parity(loaded.keras_model, paths, images, labels, batch_size=batch_size)
     return paths, rows
+
+
+def calibration_images(
+    data_config, *, image_size: int, preprocessing, count: int, batch_size: int = 64
+) -> np.ndarray:
+    """``count`` shuffled training images with evaluation preprocessing, for int8 calibration.
+
+    No augmentation: quantisation ranges should be those of the images a deployed model sees.
+    """
+    from trainer import data
+
+    calibration_config = data_config.copy_and_resolve_references()
+    calibration_config.augment = "none"
+    calibration = data.build_datasets(
+        calibration_config,
+        image_size=image_size,
+        preprocessing=preprocessing,
+        batch_size=batch_size,
+    )
+    return _take(calibration.train, count)[0]
 
 
 def _take(dataset, count: int) -> tuple[np.ndarray, np.ndarray]:

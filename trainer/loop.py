@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
@@ -57,11 +56,6 @@ def _one_hot(num_classes: int):
         return images, tf.one_hot(labels, num_classes)
 
     return encode
-
-
-def _representative_images(train: tf.data.Dataset, count: int) -> np.ndarray:
-    images = [x.numpy() for x, _ in train.unbatch().take(count)]
-    return np.stack(images).astype(np.float32)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
@@ -204,7 +198,6 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         out,
         model,
         data,
-        train,
         val,
         state,
         logger.rows,
@@ -213,7 +206,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
 
 
-def _finish(config, workdir, out, model, data, train, val, state, rows, *, image_size, spec):
+def _finish(config, workdir, out, model, data, val, state, rows, *, image_size, spec):
     """Final evaluation, metrics.json, curves and export."""
     started = time.perf_counter()
     scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
@@ -232,9 +225,14 @@ def _finish(config, workdir, out, model, data, train, val, state, rows, *, image
         "corrupt_images": data.corrupt_report(),
     }
     formats = export.parse_formats(config.export.formats)
-    representative = (
-        _representative_images(train, _REPRESENTATIVE_IMAGES) if "tflite_int8" in formats else None
-    )
+    representative = None
+    if "tflite_int8" in formats:
+        representative = export.calibration_images(
+            config.data,
+            image_size=image_size,
+            preprocessing=spec.preprocessing,
+            count=_REPRESENTATIVE_IMAGES,
+        )
     export_dir = os.path.join(out, "export")
     paths = export.export_model(
         model,
