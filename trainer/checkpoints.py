@@ -20,6 +20,7 @@ import tf_keras as keras
 from absl import logging
 
 from architectures.common import CLASSIFIER_NAME
+from trainer import model_paths
 
 CLASSIFIER_LAYERS = (CLASSIFIER_NAME,)
 
@@ -111,14 +112,11 @@ class CheckpointState:
 
 
 def _find_config(path: str) -> str | None:
-    """The ``config.json`` of the workdir that holds ``path`` (searching up two levels)."""
-    directory = path if os.path.isdir(path) else os.path.dirname(path)
-    for _ in range(3):
-        candidate = os.path.join(directory, "config.json")
-        if os.path.exists(candidate):
-            return candidate
-        directory = os.path.dirname(directory)
-    return None
+    """The ``config.json`` of the workdir that is or holds ``path`` (up to two levels above)."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return os.path.join(path, "config.json")
+    workdir = model_paths.owning_workdir(path, levels=3)
+    return os.path.join(workdir, "config.json") if workdir else None
 
 
 def resolve_checkpoint(path: str) -> str:
