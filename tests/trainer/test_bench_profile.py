@@ -17,6 +17,15 @@ def test_phase_of_names_gradients_updates_and_forward_ops():
     assert phase_of("model/SGD_like/conv") == "forward"
 
 
+def test_layer_of_finds_the_keras_layer_of_forward_and_gradient_ops():
+    from trainer.bench.profile import layer_of
+
+    grad = "gradient_tape/resnet/stage3_block1_conv2/Conv2D/Conv2DBackpropFilter"
+    assert layer_of(grad) == "stage3_block1_conv2"
+    assert layer_of("resnet/stage3_block1_conv2/Conv2D") == "stage3_block1_conv2"
+    assert layer_of("SGD/mul_12") == "SGD"
+
+
 @pytest.mark.slow
 def test_profile_cli_reports_forward_and_backward_ops_for_both_models():
     result = run_benchmark(

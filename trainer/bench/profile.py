@@ -34,6 +34,9 @@ from trainer.bench import throughput, timing  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("profile_steps", 3, "Train steps traced (after the warm-up steps).")
 flags.DEFINE_integer("profile_rounds", 3, "Alternating traced rounds per model (median).")
+flags.DEFINE_enum(
+    "group_by", "op_type", ["op_type", "layer"], "Sum op times per op type or per Keras layer."
+)
 flags.DEFINE_integer("top", 25, "Rows of the per-op-type table (largest first).")
 
 # Executor threads whose events are TensorFlow ops ("name:Type"); other lines are the Python
@@ -52,11 +55,28 @@ def phase_of(op_name: str) -> str:
     return "forward"
 
 
-def op_times_us(xspace_path: str) -> dict[tuple[str, str], float]:
+def layer_of(op_name: str) -> str:
+    """The Keras layer an op belongs to: the path component after the model's name.
+
+    ``gradient_tape/resnet/stage3_block1_conv2/Conv2D/Conv2DBackpropFilter`` and
+    ``resnet/stage3_block1_conv2/Conv2D`` both give ``stage3_block1_conv2``; ops outside any
+    layer (the loss, the optimizer) give their first component.
+    """
+    parts = op_name.split("/")
+    if parts[0] == _BACKWARD_MARK.rstrip("/"):
+        parts = parts[1:]
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+def op_times_us(xspace_path: str, group_by: str = "op_type") -> dict[tuple[str, str], float]:
     """Sums op durations in one ``*.xplane.pb`` trace.
 
+    Args:
+      xspace_path: the trace file.
+      group_by: ``"op_type"`` (``Conv2DBackpropFilter``, ...) or ``"layer"`` (Keras layer name).
+
     Returns:
-      ``(phase, op type) -> total microseconds`` over the whole trace.
+      ``(phase, op type or layer) -> total microseconds`` over the whole trace.
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -73,7 +93,8 @@ def op_times_us(xspace_path: str) -> dict[tuple[str, str], float]:
                 if ":" not in name or name.startswith("ExecutorState"):
                     continue
                 op_name, op_type = name.rsplit(":", 1)
-                totals[(phase_of(op_name), op_type)] += event.duration_ps / 1e6
+                key = op_type if group_by == "op_type" else layer_of(op_name)
+                totals[(phase_of(op_name), key)] += event.duration_ps / 1e6
     return dict(totals)
 
 
@@ -90,7 +111,7 @@ def profile_steps(step, steps: int) -> dict[tuple[str, str], float]:
         paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         if not paths:
             raise RuntimeError(f"tf.profiler wrote no trace under {logdir}.")
-        totals = op_times_us(paths[0])
+        totals = op_times_us(paths[0], FLAGS.group_by)
     return {key: us / 1e3 / steps for key, us in totals.items()}
 
 
@@ -133,7 +154,7 @@ def format_profile(name: str, profiles: dict[str, dict[tuple[str, str], float]],
     """Markdown: phase totals, then the ``top`` (phase, op type) rows by our time."""
     whos = list(profiles)
     lines = [f"**{name}** (op CPU ms per train step)", ""]
-    lines.append("| phase | op type | " + " | ".join(whos) + " |")
+    lines.append(f"| phase | {FLAGS.group_by} | " + " | ".join(whos) + " |")
     lines.append("|---|---|" + "---|" * len(whos))
     for phase in ("forward", "backward", "optimizer"):
         sums = [sum(v for (p, _), v in profiles[w].items() if p == phase) for w in whos]
