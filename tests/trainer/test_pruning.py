@@ -160,8 +160,11 @@ def _check_report(name, stripped, target):
     assert report["overall"]["sparsity"] == pytest.approx(target, abs=0.01), name
     for key, entry in report["layers"].items():
         if entry["pruned"]:
-            # Per tensor, tfmot rounds the number of zeros to a whole weight.
-            assert entry["sparsity"] == pytest.approx(target, abs=1.01 / entry["size"]), key
+            # Per tensor, tfmot rounds the number of zeros to a whole weight, and weights whose
+            # magnitudes tie at the threshold fall on one side together: among ~10^6 float32
+            # values (Xception's kernels) a few exact ties are expected.
+            tolerance = max(1.01, 1e-5 * entry["size"]) / entry["size"]
+            assert entry["sparsity"] == pytest.approx(target, abs=tolerance), key
         elif entry["kind"] == "depthwise":
             assert entry["sparsity"] < 0.05, key  # prune_depthwise is off by default
 
