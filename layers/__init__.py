@@ -14,9 +14,9 @@ import os
 # tfmot prunes tf_keras (Keras 2) models only: make TensorFlow hand out tf_keras, before it loads.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from layers.cost import LayerCost, layer_cost  # noqa: E402
 from layers.channel_shuffle import ChannelShuffle  # noqa: E402
 from layers.channel_split import ChannelSplit  # noqa: E402
+from layers.cost import LayerCost, layer_cost  # noqa: E402
 from layers.depthwise_separable import DepthwiseSeparableConv2D  # noqa: E402
 from layers.grouped import GroupConv2D  # noqa: E402
 from layers.spatial_separable import SpatialSeparableConv2D  # noqa: E402
