@@ -105,7 +105,7 @@ def profile_steps(step, steps: int) -> dict[tuple[str, str], float]:
         try:
             for _ in range(steps):
                 result = step()
-            timing._sync(result)
+            timing.sync(result)
         finally:
             tf.profiler.experimental.stop()
         paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
@@ -136,7 +136,7 @@ def profile_model(name: str) -> dict[str, dict[tuple[str, str], float]]:
     for who, model in models.items():
         steps[who], _ = timing.keras_steps(model, images, labels, jit_compile=FLAGS.jit_compile)
         for _ in range(max(FLAGS.warmup, 1)):
-            timing._sync(steps[who]())
+            timing.sync(steps[who]())
     # Rounds alternate between the models so that load from other jobs hits both alike; each op
     # type's figure is its median over the rounds.
     rounds: dict[str, list] = {who: [] for who in models}

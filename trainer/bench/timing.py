@@ -25,7 +25,7 @@ class Timing:
         return self.median_s * 1e3
 
 
-def _sync(result) -> None:
+def sync(result) -> None:
     """Waits for asynchronous device work by pulling one value to the host."""
     import tensorflow as tf
 
@@ -54,14 +54,14 @@ def time_interleaved(
     """
     for fn in candidates.values():
         for _ in range(warmup):
-            _sync(fn())
+            sync(fn())
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
             start = time.perf_counter()
             for _ in range(calls_per_repeat):
                 result = fn()
-            _sync(result)
+            sync(result)
             samples[name].append((time.perf_counter() - start) / calls_per_repeat)
     return {
         name: Timing(min(values), statistics.median(values), max(values))
