@@ -67,8 +67,8 @@ def resolve_models(patterns: list[str]) -> list[str]:
     return names
 
 
-def measure(name: str, peak: float) -> dict:  # fraction_of_peak is refined by main()
-    """MACs, latency and achieved fraction of peak for one variant."""
+def measure(name: str) -> dict:
+    """MACs, latency and achieved GFLOP/s of one variant."""
     spec = architectures.get_model_spec(name)
     size = FLAGS.image_size or spec.input_size
     model = architectures.create_model(name, input_shape=(size, size, 3))
@@ -89,7 +89,6 @@ def measure(name: str, peak: float) -> dict:  # fraction_of_peak is refined by m
         "latency_ms": t.median_ms,
         "latency_ms_min": t.min_s * 1e3,
         "achieved_gflops": achieved,
-        "fraction_of_peak": achieved / peak,
         "ms_per_gmac": t.median_ms / (macs * FLAGS.batch_size / 1e9),
     }
 
@@ -152,15 +151,14 @@ def main(argv) -> None:
     peak = peak_gflops(FLAGS.matmul_size)
     rows = []
     for name in names:
-        rows.append(measure(name, peak))
+        rows.append(measure(name))
         keras.backend.clear_session()
-    # Measured again afterwards: the best of both is the least disturbed by other load.
-    final_peak = max(peak, peak_gflops(FLAGS.matmul_size))
+    # Measured before and after the models: the best of both is the least disturbed by load.
+    peak = max(peak, peak_gflops(FLAGS.matmul_size))
     for row in rows:
-        row["fraction_of_peak"] = row["achieved_gflops"] / final_peak
+        row["fraction_of_peak"] = row["achieved_gflops"] / peak
         if FLAGS.json:
             print(json.dumps(row), flush=True)
-    peak = final_peak
     table = format_table(rows, peak)
     if not FLAGS.json:
         print(table)
