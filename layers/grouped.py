@@ -10,9 +10,9 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from tf_keras.src.utils import control_flow_util  # noqa: E402
 
-from layers import conv_args  # noqa: E402
+from layers import conv_args, conv_ops  # noqa: E402
+from layers.conv_base import Conv2DBase  # noqa: E402
 from layers.cost import LayerCost, conv_macs  # noqa: E402
-from layers.depthwise_separable import atrous_depthwise_conv2d  # noqa: E402
 
 IMPLEMENTATIONS = ("auto", "native", "split", "matmul", "depthwise")
 
@@ -22,8 +22,15 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def native_grouped_conv_ok(dtype, dilated: bool) -> bool:
+    """Whether one grouped ``tf.nn.conv2d`` may be traced now (see ``conv_ops.supports``)."""
+    return conv_ops.supports("grouped_conv", dtype) and (
+        not dilated or conv_ops.supports("dilated_conv", dtype)
+    )
+
+
 @keras.saving.register_keras_serializable(package="lightnets")
-class GroupConv2D(keras.layers.Layer):
+class GroupConv2D(Conv2DBase):
     """Grouped 2-D convolution (ResNeXt, ShuffleNet), channels last.
 
     The ``N`` input channels are cut into ``groups`` equal slices; slice ``g`` is convolved with
@@ -38,11 +45,20 @@ class GroupConv2D(keras.layers.Layer):
     * ``"depthwise"`` when each group has one input channel (``N == groups``) and there is no
       dilation: a depthwise conv with ``depth_multiplier = M / groups``, the op every runtime
       optimises best (dilated depthwise convs do not convert to one TFLite op);
-    * ``"split"`` inside an XLA-compiled function on a machine without a GPU;
+    * ``"split"`` inside an XLA-compiled function on a machine without a GPU, and where the CPU
+      kernels cannot train a grouped conv (TensorFlow without oneDNN: most AVX2 CPUs, or
+      ``TF_ENABLE_ONEDNN_OPTS=0``; there the split form is also the faster one, 1.0-1.8× the
+      grouped kernel's forward speed at ShuffleNet and ResNeXt shapes);
     * ``"native"`` otherwise: one ``tf.nn.conv2d`` with the grouped kernel (one TFLite CONV_2D).
+
+    Exports trace ``"auto"`` for where they will run, not for the converting machine
+    (``conv_ops.tracing_for``): TFLite files get the one grouped CONV_2D, SavedModels the split
+    form that every TensorFlow kernel set serves.
 
     ``"split"`` (split the channels, convolve each slice, concatenate) and ``"matmul"`` (1×1
     only: split, one matrix product per group, concatenate) stay available as overrides.
+    ``"native"`` asked for explicitly where the kernels cannot train it raises an error that
+    says to use ``"auto"``.
 
     Args:
       filters: number of output channels ``M``; a multiple of ``groups``.
@@ -94,19 +110,33 @@ class GroupConv2D(keras.layers.Layer):
         implementation="auto",
         **kwargs,
     ):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = conv_args.positive_int(filters, "filters")
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            dilation_rate=dilation_rate,
+            use_bias=use_bias,
+            activation=activation,
+            bias_initializer=bias_initializer,
+            bias_regularizer=bias_regularizer,
+            bias_constraint=bias_constraint,
+            activity_regularizer=activity_regularizer,
+            kernel_settings={
+                "kernel": {
+                    "initializer": kernel_initializer,
+                    "regularizer": kernel_regularizer,
+                    "constraint": kernel_constraint,
+                }
+            },
+            **kwargs,
+        )
         self.groups = conv_args.positive_int(groups, "groups")
         if self.filters % self.groups:
             raise ValueError(
                 f"groups={groups} must divide filters={filters}; choose filters as a multiple "
                 f"of {groups} or a groups value that divides {filters}."
             )
-        self.kernel_size = conv_args.pair(kernel_size, "kernel_size")
-        self.strides = conv_args.pair(strides, "strides")
-        self.dilation_rate = conv_args.pair(dilation_rate, "dilation_rate")
-        conv_args.check_strides_dilation(self.strides, self.dilation_rate)
-        self.padding = conv_args.padding_mode(padding)
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
@@ -117,92 +147,60 @@ class GroupConv2D(keras.layers.Layer):
                 "use 'auto', 'native' or 'split' for larger kernels."
             )
         self.implementation = implementation
-        self.use_bias = bool(use_bias)
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
-    def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
-        in_channels = input_shape[-1]
-        if in_channels is None:
+    def build_weights(self, channels: int) -> None:
+        if channels % self.groups:
             raise ValueError(
-                f"GroupConv2D needs a known channel dimension, got input shape {input_shape}."
-            )
-        in_channels = int(in_channels)
-        if in_channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide the input channels ({in_channels}) and "
+                f"groups={self.groups} must divide the input channels ({channels}) and "
                 f"filters ({self.filters}); choose a groups value that divides both."
             )
-        if self.implementation == "depthwise" and in_channels != self.groups:
+        if self.implementation == "depthwise" and channels != self.groups:
             raise ValueError(
-                f"implementation='depthwise' needs input channels == groups, got {in_channels} "
+                f"implementation='depthwise' needs input channels == groups, got {channels} "
                 f"channels and groups={self.groups}; use 'auto' or 'native'."
             )
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            trainable=True,
-            dtype=self.dtype,
+        self.kernel = self.add_kernel(
+            "kernel", (*self.kernel_size, channels // self.groups, self.filters)
         )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-                dtype=self.dtype,
-            )
-        self.built = True
 
     def resolved_implementation(self) -> str:
         """The formulation ``call`` uses now (``"auto"`` resolved for this input and context)."""
+        dilated = self.dilation_rate != (1, 1)
+        runtime = conv_ops.target() is None
+        native_ok = native_grouped_conv_ok(self.compute_dtype, dilated)
+        if self.implementation == "native" and self.groups > 1 and runtime and not native_ok:
+            raise ValueError(
+                f"GroupConv2D '{self.name}': implementation='native' needs a grouped "
+                f"convolution kernel with gradients, which this TensorFlow's CPU kernels "
+                f"lack (no oneDNN: an AVX2 CPU or TF_ENABLE_ONEDNN_OPTS=0); use "
+                f"implementation='auto'."
+            )
         if self.implementation != "auto":
             return self.implementation
-        if self.groups > 1 and self.kernel.shape[2] == 1 and self.dilation_rate == (1, 1):
+        if self.groups == 1:
+            return "native"
+        if self.kernel.shape[2] == 1 and not dilated:
             return "depthwise"
-        if self.groups > 1 and _in_xla_context() and not tf.config.list_logical_devices("GPU"):
+        if runtime and _in_xla_context() and not conv_ops.gpu_available():
             return "split"
-        return "native"
+        return "native" if native_ok else "split"
 
     def call(self, inputs):
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        bias = tf.cast(self.bias, self.compute_dtype) if self.use_bias else None
+        kernel = self.cast(self.kernel)
+        bias = self.cast(self.bias) if self.use_bias else None
         formulation = {
             "native": self._native,
             "split": self._split,
             "matmul": self._matmul,
             "depthwise": self._depthwise,
         }[self.resolved_implementation()]
-        outputs = formulation(inputs, kernel, bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self.activation(formulation(inputs, kernel, bias))
 
     # Each formulation adds the bias itself, per group where it splits, so TFLite fuses it into
     # the CONV_2D / FULLY_CONNECTED ops instead of leaving an ADD after the concatenation.
 
     def _native(self, inputs, kernel, bias):
-        outputs = tf.nn.conv2d(
-            inputs,
-            kernel,
-            strides=(1, *self.strides, 1),
-            padding=self.padding.upper(),
-            dilations=(1, *self.dilation_rate, 1),
-        )
+        outputs = conv_ops.conv2d(inputs, kernel, self.strides, self.padding, self.dilation_rate)
         return outputs if bias is None else tf.nn.bias_add(outputs, bias)
 
     def _split(self, inputs, kernel, bias):
@@ -233,30 +231,16 @@ class GroupConv2D(keras.layers.Layer):
         # (kh, kw, 1, G·m) -> (kh, kw, G, m): group g's filters are outputs g·m .. g·m + m - 1,
         # exactly where depthwise_conv2d writes input channel g's m outputs.
         kernel = tf.reshape(kernel, (k_h, k_w, self.groups, self.filters // self.groups))
-        if max(self.dilation_rate) > 1:
-            outputs = atrous_depthwise_conv2d(inputs, kernel, self.padding, self.dilation_rate)
-        else:
-            outputs = tf.nn.depthwise_conv2d(
-                inputs, kernel, strides=(1, *self.strides, 1), padding=self.padding.upper()
-            )
+        outputs = conv_ops.depthwise_conv2d(
+            inputs, kernel, self.strides, self.padding, self.dilation_rate
+        )
         return outputs if bias is None else tf.nn.bias_add(outputs, bias)
-
-    def compute_output_shape(self, input_shape):
-        input_shape = tf.TensorShape(input_shape).as_list()
-        spatial = [
-            conv_args.output_length(size, k, self.padding, s, d)
-            for size, k, s, d in zip(
-                input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate, strict=True
-            )
-        ]
-        return tf.TensorShape([input_shape[0], *spatial, self.filters])
 
     def compute_cost(self, input_shape) -> LayerCost:
         """Multiply-adds ``H_out·W_out·N·k_h·k_w·M / G`` and trainable parameters."""
         in_channels = int(input_shape[-1])
-        out_h, out_w = self.compute_output_shape(input_shape)[1:3]
         macs = conv_macs(
-            (int(out_h), int(out_w)), self.kernel_size, in_channels, self.filters, self.groups
+            self.output_hw(input_shape), self.kernel_size, in_channels, self.filters, self.groups
         )
         params = self.kernel_size[0] * self.kernel_size[1] * (in_channels // self.groups)
         params = params * self.filters + (self.filters if self.use_bias else 0)
@@ -268,24 +252,5 @@ class GroupConv2D(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "groups": self.groups,
-                "strides": self.strides,
-                "padding": self.padding,
-                "dilation_rate": self.dilation_rate,
-                "use_bias": self.use_bias,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-                "implementation": self.implementation,
-            }
-        )
+        config.update(groups=self.groups, implementation=self.implementation)
         return config

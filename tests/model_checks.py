@@ -132,6 +132,8 @@ def tflite_convert(
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize={quantize!r} is not supported; use one of {QUANTIZE_MODES}.")
+    from layers import conv_ops
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize is not None:
@@ -141,7 +143,8 @@ def tflite_convert(
     elif quantize == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = representative_dataset or _representative_dataset(model)
-    return converter.convert()
+    with conv_ops.tracing_for("tflite"):  # as the exporter converts: no machine-specific ops
+        return converter.convert()
 
 
 def tflite_predict(tflite_bytes: bytes, inputs) -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from layers import conv_ops
 from trainer import evaluation, model_io
 
 FILENAMES = {
@@ -125,8 +126,11 @@ def export_model(
                 model, image_size=image_size, preprocessing=preprocessing
             )
             # Without per-layer traces: 3-4x faster to write (MobileNet v2: 13 s vs 48 s); the
-            # signatures stay traced, and Keras reloads layers from their configs.
-            model.save(path, save_format="tf", signatures=signatures, save_traces=False)
+            # signatures stay traced, and Keras reloads layers from their configs. Traced for
+            # any TensorFlow kernel set, so a SavedModel written where oneDNN runs still serves
+            # where it does not.
+            with conv_ops.tracing_for("any_tf"):
+                model.save(path, save_format="tf", signatures=signatures, save_traces=False)
         else:
             with open(path, "wb") as f:
                 f.write(convert_tflite(model, name, representative_images))
@@ -206,7 +210,7 @@ def convert_tflite(
         converter.inference_output_type = tf.int8
     elif name not in ("tflite", "tflite_dynamic_range"):
         raise ValueError(f"'{name}' is not a TFLite format; choose one of {FORMATS[2:]}.")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), conv_ops.tracing_for("tflite"):
         # int8 inputs take their scale from calibration; the converter warns regardless.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         return converter.convert()

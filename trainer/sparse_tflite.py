@@ -36,7 +36,10 @@ def convert(model: keras.Model, *, sparse: bool = True) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if sparse:
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    return converter.convert()
+    from layers import conv_ops
+
+    with conv_ops.tracing_for("tflite"):
+        return converter.convert()
 
 
 def interpreter(tflite_bytes: bytes, *, num_threads: int = 1, batch_size: int = 1):

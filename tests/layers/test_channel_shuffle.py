@@ -57,87 +57,19 @@ def test_dynamic_batch_and_spatial_dims_in_tf_function():
         np.testing.assert_array_equal(fn(x), numpy_shuffle(x, 4))
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_keeps_compute_dtype(policy):
-    x = np.random.default_rng(0).standard_normal((2, 3, 3, 6)).astype("float32")
-    out = ChannelShuffle(3, dtype=keras.mixed_precision.Policy(policy))(x)
-    assert out.dtype == keras.mixed_precision.Policy(policy).compute_dtype
-    np.testing.assert_array_equal(
-        tf.cast(out, tf.float32),
-        numpy_shuffle(tf.cast(tf.cast(x, out.dtype), tf.float32).numpy(), 3),
-    )
-
-
-def test_cost_config_and_prunable_weights():
+def test_costs_nothing_and_has_nothing_to_prune():
     layer = ChannelShuffle(3, name="shuffle")
     layer.build((None, 8, 8, 12))
     cost = layer_cost(layer, (None, 8, 8, 12))
     assert (cost.macs, cost.params) == (0, 0)
     assert layer.get_prunable_weights() == [] and layer.weights == []
-    config = layer.get_config()
-    assert ChannelShuffle.from_config(config).get_config() == config
-    assert config["groups"] == 3
-
-
-@pytest.mark.parametrize("groups,named", [(0, "groups"), (-2, "-2"), (2.0, "2.0"), (True, "True")])
-def test_bad_groups_raise(groups, named):
-    with pytest.raises(ValueError, match=named):
-        ChannelShuffle(groups)
-
-
-def test_groups_not_dividing_channels_names_both_numbers():
-    with pytest.raises(ValueError, match=r"groups=5.*\(12\)"):
-        ChannelShuffle(5).build((None, 4, 4, 12))
-
-
-def test_unknown_channels_raise():
-    with pytest.raises(ValueError, match="static channel"):
-        ChannelShuffle(2).build((None, 4, 4, None))
-
-
-def conv_shuffle_model(groups, name):
-    """A shuffle between two convs, as in a ShuffleNet unit, so pruning has weights to act on."""
-    inputs = keras.Input((6, 6, 4))
-    x = keras.layers.Conv2D(12, 1, name=f"{name}_conv_a")(inputs)
-    x = ChannelShuffle(groups, name=f"{name}_shuffle")(x)
-    x = keras.layers.Conv2D(5, 1, name=f"{name}_conv_b")(x)
-    return keras.Model(inputs, x)
-
-
-@pytest.fixture(scope="module")
-def models():
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).standard_normal((3, 6, 6, 4)).astype("float32")
-    pruned = model_checks.prune_train_strip(
-        conv_shuffle_model(3, "pruned"), x, np.zeros((3, 6, 6, 5), "float32")
-    )
-    return [(conv_shuffle_model(4, "plain"), x), (pruned, x)]
-
-
-def test_pruning_keeps_the_shuffle(models):
-    pruned, _ = models[1]
-    assert type(pruned.get_layer("pruned_shuffle")) is ChannelShuffle
-    kernel = pruned.get_layer("pruned_conv_b").kernel.numpy()
-    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.05)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["keras", "saved_model"])
-def test_reload_in_fresh_process(models, tmp_path, fmt):
-    outputs = model_checks.predict_in_fresh_process(models, tmp_path, fmt=fmt)
-    for (model, x), out in zip(models, outputs, strict=True):
-        np.testing.assert_allclose(out, model.predict_on_batch(x), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_tflite_builtin_ops_and_batch_resize(models):
-    model, x = models[0]
+def test_tflite_is_a_reshape_transpose_reshape():
+    inputs = keras.Input((6, 6, 12))
+    model = keras.Model(inputs, ChannelShuffle(4)(inputs))
+    x = np.random.default_rng(0).standard_normal((3, 6, 6, 12)).astype("float32")
     flatbuffer = model_checks.tflite_convert(model)
-    assert model_checks.tflite_op_names(flatbuffer) <= {"CONV_2D", "RESHAPE", "TRANSPOSE", "SHAPE"}
-    np.testing.assert_allclose(
-        model_checks.tflite_predict(flatbuffer, x), model.predict_on_batch(x), atol=1e-5
-    )
-    int8 = model_checks.tflite_convert(model, quantize="int8")
-    reference = model.predict_on_batch(x)
-    error = np.abs(model_checks.tflite_predict(int8, x) - reference).max()
-    assert error < 0.05 * np.abs(reference).max()
+    assert model_checks.tflite_op_names(flatbuffer) <= {"RESHAPE", "TRANSPOSE", "SHAPE"}
+    np.testing.assert_array_equal(model_checks.tflite_predict(flatbuffer, x), numpy_shuffle(x, 4))
