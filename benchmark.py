@@ -2,7 +2,7 @@
 
     python benchmark.py <command> [--flags]
 
-Commands (each lives in ``trainer/bench/<command>.py`` and defines its own flags):
+Commands (each lives in ``bench/<command>.py`` and defines its own flags):
   cost           per-layer params and multiply-adds of a model (``--compare`` for several)
   layers         the conv-type comparison: MACs vs time at equal shapes
   throughput     training/inference images/s, optionally against keras.applications
@@ -38,7 +38,7 @@ def main() -> None:
         )
         sys.exit(2)
     # Import only the chosen command, so only its flags exist and unknown flags are errors.
-    module = importlib.import_module(f"trainer.bench.{command}")
+    module = importlib.import_module(f"bench.{command}")
     from absl import app
 
     app.run(module.main, argv=[f"{sys.argv[0]} {command}", *sys.argv[2:]])

@@ -73,7 +73,7 @@ def _confusion_path(index: int, count: int) -> str:
 
 
 def _print_table(results: list[dict]) -> None:
-    from trainer.evaluation import markdown_table
+    from deploy.metrics import markdown_table
 
     headers = (
         "model",
@@ -115,19 +115,20 @@ def _print_table(results: list[dict]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from trainer import model_paths
+    from deploy import paths as model_paths
 
     try:
         paths = model_paths.expand_model_paths(FLAGS.model)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"evaluate.py: {error}")
-    from trainer import evaluation, model_io  # after the path check: TensorFlow takes seconds
+    from deploy import metrics  # after the path check: TensorFlow takes seconds
+    from trainer import model_data
 
     overrides = config_flags.get_override_values(FLAGS["data"])
     results, failed = [], 0
     for index, path in enumerate(paths):
         try:
-            model_and_data = model_io.load_with_data(
+            model_and_data = model_data.load_with_data(
                 path,
                 FLAGS.data,
                 data_overrides=overrides,
@@ -135,7 +136,7 @@ def main(argv):
                 batch_size=FLAGS.batch_size,
                 seed=FLAGS.seed,
             )
-            result, confusion = evaluation.evaluate_model_and_data(
+            result, confusion = model_data.evaluate(
                 model_and_data,
                 latency_batch_size=FLAGS.batch_size,
                 latency_iterations=FLAGS.latency_iterations,
@@ -145,7 +146,7 @@ def main(argv):
             print(f"evaluate.py: {path}: {error}", file=sys.stderr)
             continue
         if FLAGS.confusion_png:
-            evaluation.write_confusion_png(
+            metrics.write_confusion_png(
                 confusion,
                 _confusion_path(index, len(paths)),
                 model_and_data.data.class_names,

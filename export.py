@@ -64,8 +64,10 @@ flags.DEFINE_integer("seed", 0, "Data seed for a model outside a workdir (synthe
 
 
 def _default_output_dir(path: str, kind: str) -> str:
+    from deploy.workdir import Workdir
+
     if kind == "workdir":
-        return os.path.join(path, "export")
+        return Workdir(path).export
     return os.path.splitext(path.rstrip("/"))[0] + "_export"
 
 
@@ -74,21 +76,22 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if bool(FLAGS.workdir) == bool(FLAGS.model):
         sys.exit("export.py: pass exactly one of --workdir=DIR or --model=PATH.")
-    from trainer import model_paths
+    from deploy import paths
 
     path = FLAGS.workdir or FLAGS.model
     try:
-        kind = model_paths.detect_kind(path)
+        kind = paths.detect_kind(path)
         if FLAGS.workdir and kind != "workdir":
             raise ValueError(
                 f"--workdir='{path}' has no config.json; for a model file use --model={path}."
             )
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"export.py: {error}")
-    from trainer import export, model_io  # after the path check: TensorFlow takes seconds
+    from deploy import export  # after the path check: TensorFlow takes seconds
+    from trainer import model_data
 
     try:
-        model_and_data = model_io.load_with_data(
+        model_and_data = model_data.load_with_data(
             path,
             FLAGS.data,
             data_overrides=config_flags.get_override_values(FLAGS["data"]),
@@ -97,7 +100,7 @@ def main(argv):
             seed=FLAGS.seed,
         )
         output_dir = FLAGS.output_dir or _default_output_dir(path, kind)
-        paths, rows = export.export_and_check(
+        written, rows = model_data.export_and_check(
             model_and_data,
             output_dir,
             formats=FLAGS.formats,
@@ -110,7 +113,7 @@ def main(argv):
         sys.exit(f"export.py: {error}")
     print(export.parity_table(rows))
     source = model_and_data.data_config.source
-    print(f"Exported {', '.join(paths)} to {output_dir}; parity on '{source}' validation images.")
+    print(f"Exported {', '.join(written)} to {output_dir}; parity on '{source}' validation images.")
     broken = [row.format for row in rows if not row.ok]
     if broken:
         sys.exit(f"export.py: parity broken for {', '.join(broken)} (see the table).")

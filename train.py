@@ -50,12 +50,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     import trainer
+    from trainer import NonFiniteLossError
 
     absl_logging.get_absl_handler().addFilter(_QuietTensorFlow())
     config = _CONFIG.value
     workdir = _WORKDIR.value or default_workdir(config)
-    from trainer.loop import NonFiniteLossError
-
     try:
         trainer.run(config, workdir)
     except (ValueError, NonFiniteLossError) as error:

@@ -1,14 +1,21 @@
-"""Pieces every family builder shares: argument checks, the stem/conv unit, the head, rounding.
+"""Pieces every family builder shares: the one classifier assembler, conv units, rounding.
 
-Each family file holds its own blocks and stage table; what is identical across families lives
-here once, so that e.g. every classifier is named ``classifier`` (pruning can skip it) and ends in a
-float32 activation (mixed precision gives float32 outputs for the loss).
+Each family file holds its own blocks, stage table and a builder that describes its backbone;
+``classifier`` does the rest for all of them (argument checks, the ``image`` input, the head, the
+Model), so that every model takes its input under one name, every classifier is named
+``classifier`` (pruning can skip it) and ends in a float32 activation (mixed precision gives
+float32 outputs for the loss).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tf_keras as keras
 
+# The input layer of every model. Models saved before it was shared call it "input" (ResNet,
+# ShuffleNet, Xception): their SavedModel signatures and .keras files still load (tested).
+INPUT_NAME = "image"
 # Layer names of the head, relied on by pruning (skip_classifier) and warm starts (which exclude
 # the classifier).
 CLASSIFIER_NAME = "classifier"
@@ -177,3 +184,59 @@ def classifier_head(
     return keras.layers.Activation(
         classifier_activation or "linear", dtype="float32", name=PREDICTIONS_NAME
     )(x)
+
+
+def classifier(
+    backbone: Callable,
+    *,
+    name: str,
+    min_input_size: int,
+    dropout: float,
+    input_shape=(224, 224, 3),
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classifier_activation: str | None = "softmax",
+) -> keras.Model:
+    """Checks the arguments, then ``image`` input -> ``backbone`` -> head -> ``keras.Model``.
+
+    The tail of every family builder, in the keras.applications signature.
+
+    Args:
+      backbone: ``image tensor [B, H, W, 3] -> features [B, h, w, C]``; builds the family's
+        layers when called.
+      name: the model name.
+      min_input_size: smallest square input the backbone supports.
+      dropout: dropout rate before the classifier (the family's default).
+      input_shape: ``(height, width, channels)``.
+      num_classes: classifier outputs (with ``include_top``).
+      include_top: add global pooling, dropout and the ``classifier`` Dense layer.
+      pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
+      classifier_activation: activation of the ``predictions`` layer; None gives logits.
+
+    Returns:
+      A functional ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``
+      (to the features, or their pooling, without the top).
+
+    Raises:
+      ValueError: a bad argument, named with its value and what is accepted.
+    """
+    shape = check_builder_args(
+        input_shape=input_shape,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        min_input_size=min_input_size,
+        model_name=name,
+    )
+    inputs = keras.Input(shape=shape, name=INPUT_NAME)
+    outputs = classifier_head(
+        backbone(inputs),
+        include_top=include_top,
+        pooling=pooling,
+        num_classes=num_classes,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    return keras.Model(inputs, outputs, name=name)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from architectures.common import check_builder_args, classifier_head
-from architectures.mobilenet_v1 import MIN_INPUT_SIZE, separable_backbone
-from architectures.registry import INCEPTION_PREPROCESSING, register_model
+from architectures.mobilenet_v1 import MIN_INPUT_SIZE, separable_classifier
+from architectures.registry import INCEPTION_PREPROCESSING, family_knobs, register_model
 
-STEM_FILTERS = 32
 # (pointwise output channels, depthwise stride): 64/2, 128/2, 128, 256/2, 256, 512/2, 512 ×4, 1024.
 BLOCKS = (
     (64, 2),
@@ -36,59 +34,25 @@ BLOCKS = (
 
 
 def fd_mobilenet(
-    *,
-    input_shape=(224, 224, 3),
-    alpha: float = 1.0,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling: str | None = None,
-    dropout: float = 0.0,
-    classifier_activation: str | None = "softmax",
-    name: str = "fd_mobilenet",
+    *, alpha: float = 1.0, dropout: float = 0.0, name: str = "fd_mobilenet", **head
 ) -> keras.Model:
     """FD-MobileNet as a functional model (keras.applications signature).
 
     Args:
-      input_shape: ``(height, width, channels)``, at least 32×32.
       alpha: width multiplier α (1.0, 0.5, 0.25 in the paper).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: add global pooling, dropout and the ``classifier`` Dense layer.
-      pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
       dropout: dropout rate before the classifier.
-      classifier_activation: activation of the ``predictions`` layer; None gives logits.
       name: the model name.
+      **head: ``input_shape`` (at least 32×32), ``num_classes``, ``include_top``, ``pooling``,
+        ``classifier_activation`` (see ``common.classifier``).
 
     Returns:
       A ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``. At 224×224 and
       α = 1 it costs about 144M multiply-adds.
     """
-    shape = check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
+
+    return separable_classifier(
+        blocks=BLOCKS, activation_fn="relu", alpha=alpha, dropout=dropout, name=name, **head
     )
-    inputs = keras.Input(shape=shape, name="image")
-    x = separable_backbone(
-        inputs,
-        stem_filters=STEM_FILTERS,
-        blocks=BLOCKS,
-        alpha=alpha,
-        activation_fn="relu",
-        model_name=name,
-    )
-    outputs = classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
-    )
-    return keras.Model(inputs, outputs, name=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +64,7 @@ _SPEC = dict(
     min_input_size=MIN_INPUT_SIZE,
     preprocessing=INCEPTION_PREPROCESSING,
     recipe="fd_mobilenet_imagenet",
+    knobs=family_knobs(fd_mobilenet),
 )
 
 

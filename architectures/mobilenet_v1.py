@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from architectures.common import (
-    check_builder_args,
-    classifier_head,
-    conv_bn_act,
-    depthwise_bn_act,
-    pad_for_stride,
-)
-from architectures.registry import INCEPTION_PREPROCESSING, register_model
+from architectures.common import classifier, conv_bn_act, depthwise_bn_act, pad_for_stride
+from architectures.registry import INCEPTION_PREPROCESSING, family_knobs, register_model
 
 STEM_FILTERS = 32
 # (pointwise output channels, depthwise stride) per block. The paper's Table 1 prints s2 for the
@@ -119,59 +113,41 @@ def separable_backbone(
 
 
 def mobilenet_v1(
-    *,
-    input_shape=(224, 224, 3),
-    alpha: float = 1.0,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling: str | None = None,
-    dropout: float = 1e-3,
-    classifier_activation: str | None = "softmax",
-    name: str = "mobilenet_v1",
+    *, alpha: float = 1.0, dropout: float = 1e-3, name: str = "mobilenet_v1", **head
 ) -> keras.Model:
     """MobileNet v1 as a functional model (keras.applications signature).
 
     Args:
-      input_shape: ``(height, width, channels)``, at least 32×32.
       alpha: width multiplier α (1.0, 0.75, 0.5, 0.25 in the paper).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: add global pooling, dropout and the ``classifier`` Dense layer.
-      pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
       dropout: dropout rate before the classifier (keras.applications' default 1e-3).
-      classifier_activation: activation of the ``predictions`` layer; None gives logits.
       name: the model name.
+      **head: ``input_shape`` (at least 32×32), ``num_classes``, ``include_top``, ``pooling``,
+        ``classifier_activation`` (see ``common.classifier``).
 
     Returns:
       A ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``. At 224×224 and
       α = 1 it costs about 569M multiply-adds and has 4.23M trainable parameters.
     """
-    shape = check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
+
+    return separable_classifier(
+        blocks=BLOCKS, activation_fn="relu6", alpha=alpha, dropout=dropout, name=name, **head
     )
-    inputs = keras.Input(shape=shape, name="image")
-    x = separable_backbone(
-        inputs,
-        stem_filters=STEM_FILTERS,
-        blocks=BLOCKS,
-        alpha=alpha,
-        activation_fn="relu6",
-        model_name=name,
-    )
-    outputs = classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
-    )
-    return keras.Model(inputs, outputs, name=name)
+
+
+def separable_classifier(*, blocks, activation_fn: str, alpha: float, dropout: float, name, **head):
+    """``separable_backbone`` (32-channel stem) as a classifier: MobileNet v1 and FD-MobileNet."""
+
+    def backbone(inputs):
+        return separable_backbone(
+            inputs,
+            stem_filters=STEM_FILTERS,
+            blocks=blocks,
+            alpha=alpha,
+            activation_fn=activation_fn,
+            model_name=name,
+        )
+
+    return classifier(backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,6 +159,7 @@ _SPEC = dict(
     min_input_size=MIN_INPUT_SIZE,
     preprocessing=INCEPTION_PREPROCESSING,
     recipe="mobilenet_v1_imagenet",
+    knobs=family_knobs(mobilenet_v1),
 )
 
 

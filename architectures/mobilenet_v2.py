@@ -14,14 +14,13 @@ from __future__ import annotations
 import tf_keras as keras
 
 from architectures.common import (
-    check_builder_args,
-    classifier_head,
+    classifier,
     conv_bn_act,
     depthwise_bn_act,
     make_divisible,
     pad_for_stride,
 )
-from architectures.registry import INCEPTION_PREPROCESSING, register_model
+from architectures.registry import INCEPTION_PREPROCESSING, family_knobs, register_model
 
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
@@ -85,78 +84,52 @@ def inverted_residual(x, filters: int, *, expansion: int, strides: int, block_id
 
 
 def mobilenet_v2(
-    *,
-    input_shape=(224, 224, 3),
-    alpha: float = 1.0,
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling: str | None = None,
-    dropout: float = 0.2,
-    classifier_activation: str | None = "softmax",
-    name: str = "mobilenet_v2",
+    *, alpha: float = 1.0, dropout: float = 0.2, name: str = "mobilenet_v2", **head
 ) -> keras.Model:
     """MobileNet v2 as a functional model (keras.applications signature).
 
     Args:
-      input_shape: ``(height, width, channels)``, at least 32×32.
       alpha: width multiplier α; channels ``make_divisible(α·c, 8)``; the last 1×1 conv keeps
         1280 channels for α ≤ 1 and scales above.
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: add global pooling, dropout and the ``classifier`` Dense layer.
-      pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
       dropout: dropout rate before the classifier (0.2, as the TF Model Garden trains it).
-      classifier_activation: activation of the ``predictions`` layer; None gives logits.
       name: the model name.
+      **head: ``input_shape`` (at least 32×32), ``num_classes``, ``include_top``, ``pooling``,
+        ``classifier_activation`` (see ``common.classifier``).
 
     Returns:
       A ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``. At 224×224 and
       α = 1 it costs about 300M multiply-adds and has 3.50M trainable parameters.
     """
-    shape = check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
-    )
     if not alpha > 0:
         raise ValueError(f"{name}: alpha must be > 0, got {alpha!r}.")
-    inputs = keras.Input(shape=shape, name="image")
-    x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad")
-    x = conv_bn_act(
-        x,
-        make_divisible(STEM_FILTERS * alpha, 8),
-        3,
-        strides=2,
-        padding=padding,
-        activation_fn="relu6",
-        name="stem",
-        **_BN,
-    )
-    block_id = 0
-    for expansion, channels, repeats, first_stride in BLOCKS:
-        for repeat in range(repeats):
-            x = inverted_residual(
-                x,
-                bottleneck_channels(channels, alpha),
-                expansion=expansion,
-                strides=first_stride if repeat == 0 else 1,
-                block_id=block_id,
-            )
-            block_id += 1
-    head_filters = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS
-    x = conv_bn_act(x, head_filters, 1, activation_fn="relu6", name="head_conv", **_BN)
-    outputs = classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
-    )
-    return keras.Model(inputs, outputs, name=name)
+
+    def backbone(inputs):
+        x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad")
+        x = conv_bn_act(
+            x,
+            make_divisible(STEM_FILTERS * alpha, 8),
+            3,
+            strides=2,
+            padding=padding,
+            activation_fn="relu6",
+            name="stem",
+            **_BN,
+        )
+        block_id = 0
+        for expansion, channels, repeats, first_stride in BLOCKS:
+            for repeat in range(repeats):
+                x = inverted_residual(
+                    x,
+                    bottleneck_channels(channels, alpha),
+                    expansion=expansion,
+                    strides=first_stride if repeat == 0 else 1,
+                    block_id=block_id,
+                )
+                block_id += 1
+        head_filters = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS
+        return conv_bn_act(x, head_filters, 1, activation_fn="relu6", name="head_conv", **_BN)
+
+    return classifier(backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +143,7 @@ _SPEC = dict(
     min_input_size=MIN_INPUT_SIZE,
     preprocessing=INCEPTION_PREPROCESSING,
     recipe="mobilenet_v2_imagenet",
+    knobs=family_knobs(mobilenet_v2),
 )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 import tf_keras as keras
@@ -63,6 +64,8 @@ class ModelSpec:
       paper_params: trainable parameters the paper (or keras.applications) publishes, if any.
       paper_macs_exclude_classifier: the published MACs leave out the final fully-connected layer
         (ShuffleNet v1's Table 1 does), so comparisons must too.
+      knobs: the family's own builder arguments (``alpha``, ``groups``, ...), which
+        ``create_model`` and ``config.model.kwargs`` may set (see ``family_knobs``).
     """
 
     name: str
@@ -76,6 +79,31 @@ class ModelSpec:
     paper_macs: float | None = None
     paper_params: int | None = None
     paper_macs_exclude_classifier: bool = False
+    knobs: tuple[str, ...] = ()
+
+
+# Builder arguments every family takes; the others are the family's knobs.
+_COMMON_ARGUMENTS = frozenset(
+    {
+        "input_shape",
+        "num_classes",
+        "include_top",
+        "pooling",
+        "dropout",
+        "classifier_activation",
+        "name",
+    }
+)
+
+
+def family_knobs(builder: Callable) -> tuple[str, ...]:
+    """The named arguments of a family builder that are not the keras.applications ones."""
+    parameters = inspect.signature(builder).parameters.values()
+    return tuple(
+        p.name
+        for p in parameters
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _COMMON_ARGUMENTS
+    )
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

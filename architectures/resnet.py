@@ -1,7 +1,7 @@
 """ResNet-50 and ResNeXt-50 (32×4d), both as the ResNeXt paper (Xie et al., 2017) builds them.
 
 Conv 7×7/2 (64) → max-pool 3×3/2 → stages 2-5 of 3, 4, 6, 3 bottleneck blocks → global pool →
-FC (``../shared/papers.md``). A block is 1×1 → 3×3 → 1×1 (×4 expansion), BN after every conv,
+FC (``docs/papers.md``). A block is 1×1 → 3×3 → 1×1 (×4 expansion), BN after every conv,
 ReLU after the first two and after the residual add; no conv biases. Following the ResNeXt
 paper for both models so that they compare fairly: the stride sits on the 3×3 of each stage's
 first block, and only blocks whose output shape differs from their input get a projection
@@ -19,7 +19,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from architectures import common
-from architectures.registry import IMAGENET_PREPROCESSING, register_model
+from architectures.registry import IMAGENET_PREPROCESSING, family_knobs, register_model
 from layers import GroupConv2D
 
 # (base width, blocks) of stages 2-5 for 50 layers (ResNeXt paper Table 1).
@@ -106,13 +106,9 @@ def resnet(
     stages=STAGES_50,
     cardinality: int = 1,
     base_width: int = 64,
-    input_shape=(224, 224, 3),
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
     dropout: float = 0.0,
-    classifier_activation: str | None = "softmax",
     name: str = "resnet",
+    **head,
 ) -> keras.Model:
     """Builds a bottleneck ResNet / ResNeXt.
 
@@ -120,13 +116,11 @@ def resnet(
       stages: ``(base width, number of blocks)`` of stages 2-5.
       cardinality: groups of every 3×3 convolution (32 for ResNeXt-50 32×4d).
       base_width: width of one group in the first stage (4 for 32×4d; 64 for ResNet).
-      input_shape: ``(H, W, 3)``; any size works (every layer keeps "same"-size arithmetic).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: whether to add pool → dropout → FC → activation.
-      pooling: ``None``, ``"avg"`` or ``"max"`` pooling when ``include_top`` is False.
       dropout: dropout rate before the classifier.
-      classifier_activation: activation of the outputs; ``None`` for logits.
       name: model name.
+      **head: ``input_shape`` (any size works: every layer keeps "same"-size arithmetic),
+        ``num_classes``, ``include_top``, ``pooling``, ``classifier_activation`` (see
+        ``common.classifier``).
 
     Returns:
       A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
@@ -134,61 +128,54 @@ def resnet(
     for value, label in ((cardinality, "cardinality"), (base_width, "base_width")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: {label} must be a positive int, got {value!r}.")
-    common.check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
+
+    def backbone(inputs):
+        x, padding = common.pad_for_stride(inputs, 7, 2, name="conv1_pad")
+        x = common.conv_bn_act(
+            x,
+            STEM_CHANNELS,
+            7,
+            strides=2,
+            padding=padding,
+            name="conv1",
+            bn_momentum=BN_MOMENTUM,
+            bn_epsilon=BN_EPSILON,
+        )
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+        for stage, (width, blocks) in enumerate(stages, start=2):
+            inner = cardinality * base_width * width // 64
+            for block in range(1, blocks + 1):
+                x = bottleneck_block(
+                    x,
+                    inner,
+                    EXPANSION * width,
+                    strides=2 if block == 1 and stage > 2 else 1,
+                    cardinality=cardinality,
+                    name=f"stage{stage}_block{block}",
+                )
+        return x
+
+    return common.classifier(
+        backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head
     )
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x, padding = common.pad_for_stride(inputs, 7, 2, name="conv1_pad")
-    x = common.conv_bn_act(
-        x,
-        STEM_CHANNELS,
-        7,
-        strides=2,
-        padding=padding,
-        name="conv1",
-        bn_momentum=BN_MOMENTUM,
-        bn_epsilon=BN_EPSILON,
-    )
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    for stage, (width, blocks) in enumerate(stages, start=2):
-        inner = cardinality * base_width * width // 64
-        for block in range(1, blocks + 1):
-            x = bottleneck_block(
-                x,
-                inner,
-                EXPANSION * width,
-                strides=2 if block == 1 and stage > 2 else 1,
-                cardinality=cardinality,
-                name=f"stage{stage}_block{block}",
-            )
-    outputs = common.classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
-    )
-    return keras.Model(inputs, outputs, name=name)
 
 
 # -- variants -----------------------------------------------------------------------------------
 
-_SPEC = dict(input_size=224, min_input_size=MIN_INPUT_SIZE, preprocessing=IMAGENET_PREPROCESSING)
+_SPEC = dict(
+    input_size=224,
+    min_input_size=MIN_INPUT_SIZE,
+    preprocessing=IMAGENET_PREPROCESSING,
+    knobs=family_knobs(resnet),
+)
 
 
 # paper_params: the ResNeXt paper's count, conv/FC weights plus the FC bias (no BN).
 @register_model(**_SPEC, recipe="resnet50_imagenet", paper_macs=4.1e9, paper_params=25_500_000)
 def resnet50(**kwargs) -> keras.Model:
-    return resnet(cardinality=1, base_width=64, **kwargs)
+    return resnet(**{"cardinality": 1, "base_width": 64, **kwargs})
 
 
 @register_model(**_SPEC, recipe="resnext50_imagenet", paper_macs=4.2e9, paper_params=25_000_000)
 def resnext50_32x4d(**kwargs) -> keras.Model:
-    return resnet(cardinality=32, base_width=4, **kwargs)
+    return resnet(**{"cardinality": 32, "base_width": 4, **kwargs})

@@ -1,6 +1,6 @@
 """ShuffleNet v1 (Zhang et al., 2017): pointwise group convolutions plus channel shuffle.
 
-The architecture follows ``../shared/papers.md``: conv 3×3/2 (24) → max-pool 3×3/2 → stages 2, 3,
+The architecture follows ``docs/papers.md``: conv 3×3/2 (24) → max-pool 3×3/2 → stages 2, 3,
 4 of 4, 8, 4 units → global pool → FC. A unit is 1×1 group conv → BN → ReLU → channel shuffle →
 depthwise 3×3 → BN → 1×1 group conv → BN, joined to its shortcut by addition (stride 1) or by
 concatenation with a 3×3/2 average pool (stride 2, the branch then outputs ``out − in``
@@ -21,7 +21,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from architectures import common
-from architectures.registry import IMAGENET_PREPROCESSING, register_model
+from architectures.registry import IMAGENET_PREPROCESSING, family_knobs, register_model
 from layers import ChannelShuffle, GroupConv2D
 
 # Output channels of stages 2, 3, 4 at 1× (paper Table 1), per number of groups.
@@ -125,13 +125,9 @@ def shufflenet_v1(
     groups: int = 3,
     scale: float = 1.0,
     stem_channels: int | None = None,
-    input_shape=(224, 224, 3),
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
     dropout: float = 0.0,
-    classifier_activation: str | None = "softmax",
     name: str = "shufflenet_v1",
+    **head,
 ) -> keras.Model:
     """Builds ShuffleNet v1 ``scale``× with ``groups`` groups.
 
@@ -139,50 +135,36 @@ def shufflenet_v1(
       groups: groups of the 1×1 convolutions: 1, 2, 3, 4 or 8.
       scale: channel multiplier ``s`` (0.5, 1, 1.5, 2 in the paper).
       stem_channels: conv1 width; ``None`` rounds ``24·s`` to a multiple of ``groups``.
-      input_shape: ``(H, W, 3)``; any size works (every layer keeps "same"-size arithmetic).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: whether to add pool → dropout → FC → activation.
-      pooling: ``None``, ``"avg"`` or ``"max"`` pooling when ``include_top`` is False.
       dropout: dropout rate before the classifier.
-      classifier_activation: activation of the outputs; ``None`` for logits.
       name: model name.
+      **head: ``input_shape`` (any size works: every layer keeps "same"-size arithmetic),
+        ``num_classes``, ``include_top``, ``pooling``, ``classifier_activation`` (see
+        ``common.classifier``).
 
     Returns:
       A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
     """
-    common.check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
-    )
     stem, widths = stage_widths(groups, scale, stem_channels)
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
-    x = common.conv_bn_act(x, stem, 3, strides=2, padding=padding, name="conv1")
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    for stage, (width, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
-        for unit in range(1, units + 1):
-            x = shuffle_unit(
-                x,
-                width,
-                groups=groups,
-                strides=2 if unit == 1 else 1,
-                group_first=not (stage == 2 and unit == 1),
-                name=f"stage{stage}_unit{unit}",
-            )
-    outputs = common.classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
+
+    def backbone(inputs):
+        x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
+        x = common.conv_bn_act(x, stem, 3, strides=2, padding=padding, name="conv1")
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+        for stage, (width, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
+            for unit in range(1, units + 1):
+                x = shuffle_unit(
+                    x,
+                    width,
+                    groups=groups,
+                    strides=2 if unit == 1 else 1,
+                    group_first=not (stage == 2 and unit == 1),
+                    name=f"stage{stage}_unit{unit}",
+                )
+        return x
+
+    return common.classifier(
+        backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head
     )
-    return keras.Model(inputs, outputs, name=name)
 
 
 # -- variants -----------------------------------------------------------------------------------
@@ -193,50 +175,51 @@ _SPEC = dict(
     preprocessing=IMAGENET_PREPROCESSING,
     recipe="shufflenet_v1_imagenet",
     paper_macs_exclude_classifier=True,  # Table 1 and 2 count no FC
+    knobs=family_knobs(shufflenet_v1),
 )
 
 
 # MACs exclude the final FC (paper Tables 1, 2 and 5); 0.5× g=8 has no number in papers.md.
 @register_model(**_SPEC, paper_macs=143e6)
 def shufflenet_v1_g1_100(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=1, scale=1.0, **kwargs)
+    return shufflenet_v1(**{"groups": 1, "scale": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=140e6)
 def shufflenet_v1_g2_100(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=2, scale=1.0, **kwargs)
+    return shufflenet_v1(**{"groups": 2, "scale": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=137e6)
 def shufflenet_v1_g3_100(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=3, scale=1.0, **kwargs)
+    return shufflenet_v1(**{"groups": 3, "scale": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=133e6)
 def shufflenet_v1_g4_100(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=4, scale=1.0, **kwargs)
+    return shufflenet_v1(**{"groups": 4, "scale": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=137e6)
 def shufflenet_v1_g8_100(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=8, scale=1.0, **kwargs)
+    return shufflenet_v1(**{"groups": 8, "scale": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=38e6)
 def shufflenet_v1_g3_050(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=3, scale=0.5, **kwargs)
+    return shufflenet_v1(**{"groups": 3, "scale": 0.5, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=292e6)
 def shufflenet_v1_g3_150(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=3, scale=1.5, stem_channels=24, **kwargs)
+    return shufflenet_v1(**{"groups": 3, "scale": 1.5, "stem_channels": 24, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=524e6)
 def shufflenet_v1_g3_200(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=3, scale=2.0, **kwargs)
+    return shufflenet_v1(**{"groups": 3, "scale": 2.0, **kwargs})
 
 
 @register_model(**_SPEC)
 def shufflenet_v1_g8_050(**kwargs) -> keras.Model:
-    return shufflenet_v1(groups=8, scale=0.5, **kwargs)
+    return shufflenet_v1(**{"groups": 8, "scale": 0.5, **kwargs})

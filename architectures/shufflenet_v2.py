@@ -1,7 +1,7 @@
 """ShuffleNet v2 (Ma et al., 2018): channel split, equal-width branches, shuffle after concat.
 
 Conv 3×3/2 (24) → max-pool 3×3/2 → stages 2, 3, 4 of 4, 8, 4 units → conv5 1×1 → global pool →
-FC (``../shared/papers.md``). A stride-1 unit splits its channels in halves: one half passes
+FC (``docs/papers.md``). A stride-1 unit splits its channels in halves: one half passes
 through, the other goes 1×1 → BN → ReLU → dw 3×3 → BN → 1×1 → BN → ReLU; the halves are
 concatenated and shuffled with 2 groups. A stride-2 unit has no split: a shortcut branch
 (dw 3×3/2 → BN → 1×1 → BN → ReLU, keeping the ``C_in`` channels) and a main branch (as above,
@@ -16,7 +16,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from architectures import common
-from architectures.registry import IMAGENET_PREPROCESSING, register_model
+from architectures.registry import IMAGENET_PREPROCESSING, family_knobs, register_model
 from layers import ChannelShuffle, ChannelSplit
 
 # Stage 2, 3, 4 output channels and the conv5 width, per width multiplier (paper Table 5).
@@ -83,27 +83,17 @@ def shuffle_v2_unit(x, out_channels: int, *, strides: int, name: str):
 
 
 def shufflenet_v2(
-    *,
-    width: float = 1.0,
-    input_shape=(224, 224, 3),
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
-    dropout: float = 0.0,
-    classifier_activation: str | None = "softmax",
-    name: str = "shufflenet_v2",
+    *, width: float = 1.0, dropout: float = 0.0, name: str = "shufflenet_v2", **head
 ) -> keras.Model:
     """Builds ShuffleNet v2 ``width``×.
 
     Args:
       width: width multiplier: 0.5, 1.0, 1.5 or 2.0 (the paper's stage tables).
-      input_shape: ``(H, W, 3)``; any size works (every layer keeps "same"-size arithmetic).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: whether to add pool → dropout → FC → activation.
-      pooling: ``None``, ``"avg"`` or ``"max"`` pooling when ``include_top`` is False.
       dropout: dropout rate before the classifier.
-      classifier_activation: activation of the outputs; ``None`` for logits.
       name: model name.
+      **head: ``input_shape`` (any size works: every layer keeps "same"-size arithmetic),
+        ``num_classes``, ``include_top``, ``pooling``, ``classifier_activation`` (see
+        ``common.classifier``).
 
     Returns:
       A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
@@ -113,35 +103,22 @@ def shufflenet_v2(
             f"shufflenet_v2: width must be one of {sorted(STAGE_CHANNELS)} (paper Table 5), "
             f"got {width!r}."
         )
-    common.check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
-    )
     *widths, last_channels = STAGE_CHANNELS[width]
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
-    x = common.conv_bn_act(x, STEM_CHANNELS, 3, strides=2, padding=padding, name="conv1")
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    for stage, (channels, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
-        for unit in range(1, units + 1):
-            x = shuffle_v2_unit(
-                x, channels, strides=2 if unit == 1 else 1, name=f"stage{stage}_unit{unit}"
-            )
-    x = common.conv_bn_act(x, last_channels, 1, name="conv5")
-    outputs = common.classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
+
+    def backbone(inputs):
+        x, padding = common.pad_for_stride(inputs, 3, 2, name="conv1_pad")
+        x = common.conv_bn_act(x, STEM_CHANNELS, 3, strides=2, padding=padding, name="conv1")
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+        for stage, (channels, units) in enumerate(zip(widths, STAGE_UNITS, strict=True), start=2):
+            for unit in range(1, units + 1):
+                x = shuffle_v2_unit(
+                    x, channels, strides=2 if unit == 1 else 1, name=f"stage{stage}_unit{unit}"
+                )
+        return common.conv_bn_act(x, last_channels, 1, name="conv5")
+
+    return common.classifier(
+        backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head
     )
-    return keras.Model(inputs, outputs, name=name)
 
 
 # -- variants -----------------------------------------------------------------------------------
@@ -151,25 +128,26 @@ _SPEC = dict(
     min_input_size=MIN_INPUT_SIZE,
     preprocessing=IMAGENET_PREPROCESSING,
     recipe="shufflenet_v2_imagenet",
+    knobs=family_knobs(shufflenet_v2),
 )
 
 
 # Published MACs include the final FC (the paper's Table 5 and the authors' code).
 @register_model(**_SPEC, paper_macs=41e6)
 def shufflenet_v2_050(**kwargs) -> keras.Model:
-    return shufflenet_v2(width=0.5, **kwargs)
+    return shufflenet_v2(**{"width": 0.5, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=146e6)
 def shufflenet_v2_100(**kwargs) -> keras.Model:
-    return shufflenet_v2(width=1.0, **kwargs)
+    return shufflenet_v2(**{"width": 1.0, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=299e6)
 def shufflenet_v2_150(**kwargs) -> keras.Model:
-    return shufflenet_v2(width=1.5, **kwargs)
+    return shufflenet_v2(**{"width": 1.5, **kwargs})
 
 
 @register_model(**_SPEC, paper_macs=591e6)
 def shufflenet_v2_200(**kwargs) -> keras.Model:
-    return shufflenet_v2(width=2.0, **kwargs)
+    return shufflenet_v2(**{"width": 2.0, **kwargs})

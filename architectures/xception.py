@@ -5,7 +5,7 @@ ReLU → sepconv → BN → max-pool 3×3/2] (128, 256, 728) with 1×1/2 conv + 
 block but the first starting with a ReLU. Middle flow: 8 × [ReLU → sepconv 728 → BN] × 3 with
 identity shortcuts. Exit flow: ReLU → sepconv 728 → BN → ReLU → sepconv 1024 → BN → max-pool
 with a 1×1/2 shortcut, then sepconv 1536 → BN → ReLU → sepconv 2048 → BN → ReLU → pool → FC
-(``../shared/papers.md``, paper Fig. 5). Separable convolutions are ``DepthwiseSeparableConv2D``
+(``docs/papers.md``, paper Fig. 5). Separable convolutions are ``DepthwiseSeparableConv2D``
 with nothing between the depthwise and pointwise steps and no biases.
 
 Layer names follow ``keras.applications.Xception`` (``block2_sepconv1``, ``block2_sepconv1_bn``,
@@ -92,55 +92,39 @@ def middle_block(x, *, block: int):
     paper_params=22_855_952,
 )
 def xception(
-    *,
-    input_shape=(299, 299, 3),
-    num_classes: int = 1000,
-    include_top: bool = True,
-    pooling=None,
-    dropout: float = 0.0,
-    classifier_activation: str | None = "softmax",
-    name: str = "xception",
+    *, input_shape=(299, 299, 3), dropout: float = 0.0, name: str = "xception", **head
 ) -> keras.Model:
     """Builds Xception.
 
     Args:
       input_shape: ``(H, W, 3)``, at least 7×7 (the stem convs are unpadded).
-      num_classes: classifier outputs (with ``include_top``).
-      include_top: whether to add pool → dropout → FC → activation.
-      pooling: ``None``, ``"avg"`` or ``"max"`` pooling when ``include_top`` is False.
       dropout: dropout rate before the classifier (the paper's recipe uses 0.5).
-      classifier_activation: activation of the outputs; ``None`` for logits.
       name: model name.
+      **head: ``num_classes``, ``include_top``, ``pooling``, ``classifier_activation`` (see
+        ``common.classifier``).
 
     Returns:
       A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
     """
-    common.check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
+
+    def backbone(inputs):
+        x = common.conv_bn_act(inputs, 32, 3, strides=2, padding="valid", name="block1_conv1")
+        x = common.conv_bn_act(x, 64, 3, padding="valid", name="block1_conv2")
+        for block, channels in ENTRY_BLOCKS:
+            x = downsampling_block(x, (channels, channels), pre_activation=block > 2, block=block)
+        for block in MIDDLE_BLOCKS:
+            x = middle_block(x, block=block)
+        x = downsampling_block(x, EXIT_BLOCK_CHANNELS, pre_activation=True, block=13)
+        for i, channels in enumerate(EXIT_CONV_CHANNELS, start=1):
+            x = _sepconv_bn(x, channels, name=f"block14_sepconv{i}")
+            x = common.activation(x, "relu", name=f"block14_sepconv{i}_act")
+        return x
+
+    return common.classifier(
+        backbone,
+        name=name,
         min_input_size=MIN_INPUT_SIZE,
-        model_name=name,
-    )
-    inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = common.conv_bn_act(inputs, 32, 3, strides=2, padding="valid", name="block1_conv1")
-    x = common.conv_bn_act(x, 64, 3, padding="valid", name="block1_conv2")
-    for block, channels in ENTRY_BLOCKS:
-        x = downsampling_block(x, (channels, channels), pre_activation=block > 2, block=block)
-    for block in MIDDLE_BLOCKS:
-        x = middle_block(x, block=block)
-    x = downsampling_block(x, EXIT_BLOCK_CHANNELS, pre_activation=True, block=13)
-    for i, channels in enumerate(EXIT_CONV_CHANNELS, start=1):
-        x = _sepconv_bn(x, channels, name=f"block14_sepconv{i}")
-        x = common.activation(x, "relu", name=f"block14_sepconv{i}_act")
-    outputs = common.classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
         dropout=dropout,
-        classifier_activation=classifier_activation,
+        input_shape=input_shape,
+        **head,
     )
-    return keras.Model(inputs, outputs, name=name)

@@ -17,7 +17,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.name = "mobilenet_v1_050"
     config.model.input_size = config_dict.placeholder(int)  # None: the variant's default
     config.model.dropout = config_dict.placeholder(float)  # None: the builder's default
-    config.model.kwargs = ml_collections.ConfigDict()  # family knobs, e.g. {"alpha": 0.5}
+    # The families' own builder arguments ("knobs"), settable from the command line, e.g.
+    # --config.model.kwargs.alpha=0.75. None leaves the variant's value; a knob the model's
+    # family does not have is refused, naming the family's knobs.
+    config.model.kwargs = ml_collections.ConfigDict()
+    config.model.kwargs.alpha = config_dict.placeholder(float)  # MobileNets: width multiplier
+    config.model.kwargs.groups = config_dict.placeholder(int)  # ShuffleNet v1
+    config.model.kwargs.scale = config_dict.placeholder(float)  # ShuffleNet v1
+    config.model.kwargs.stem_channels = config_dict.placeholder(int)  # ShuffleNet v1
+    config.model.kwargs.width = config_dict.placeholder(float)  # ShuffleNet v2
+    config.model.kwargs.cardinality = config_dict.placeholder(int)  # ResNet / ResNeXt
+    config.model.kwargs.base_width = config_dict.placeholder(int)  # ResNet / ResNeXt
     # None: the builder's. Short runs on small data want ~0.9: with 0.99-0.999 the moving
     # statistics lag the weights and evaluation collapses.
     config.model.bn_momentum = config_dict.placeholder(float)

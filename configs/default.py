@@ -1,7 +1,7 @@
 """The quickstart: MobileNet v1 (width 0.5) on the bundled digits at 32x32, a few minutes on CPU."""
 
-from configs import _recipes
+from configs import digits
 
 
 def get_config():
-    return _recipes.digits("mobilenet_v1_050", image_size=32, epochs=30)
+    return digits.get_config(digits.DEFAULT_MODEL)

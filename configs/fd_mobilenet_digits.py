@@ -1,7 +1,7 @@
-"""FD-MobileNet (width 0.5) at 32x32 on the bundled digits: a quick check that the family trains (minutes on a CPU)."""
+"""Alias of ``configs/digits.py:fd_mobilenet_050``, kept so existing command lines work."""
 
-from configs import _recipes
+from configs import digits
 
 
 def get_config():
-    return _recipes.digits("fd_mobilenet_050")
+    return digits.get_config("fd_mobilenet_050")

@@ -5,8 +5,8 @@ learning rate of 0.045, and learning rate decay rate of 0.98 per epoch ... batch
 slim's MobileNet v2 scope does not regularise depthwise kernels. Same optimiser as v1.
 """
 
-from configs.mobilenet_v1_imagenet import mobilenet_recipe
+from configs import recipes
 
 
 def get_config():
-    return mobilenet_recipe("mobilenet_v2_100")
+    return recipes.mobilenet_imagenet("mobilenet_v2_100")

@@ -1,8 +1,8 @@
 """ResNeXt-50 (32x4d) on ImageNet with the ResNet-50 recipe, as the ResNeXt paper trains both
 (SGD momentum 0.9, learning rate 0.1 per 256 images, weight decay 1e-4, step decay)."""
 
-from configs.resnet50_imagenet import resnet_recipe
+from configs import recipes
 
 
 def get_config():
-    return resnet_recipe("resnext50_32x4d")
+    return recipes.resnet_imagenet("resnext50_32x4d")

@@ -4,11 +4,11 @@
 epochs", weight decay 1e-5 and dropout 0.5 before the logistic layer.
 """
 
-from configs import _recipes
+from configs import recipes
 
 
 def get_config():
-    config = _recipes.imagenet("xception", epochs=120, batch_size=256)
+    config = recipes.imagenet("xception", epochs=120, batch_size=256)
     config.model.dropout = 0.5
     config.optim.name = "sgd"
     config.optim.momentum = 0.9

@@ -9,12 +9,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from layers import conv_args  # noqa: E402
-from layers.cost import LayerCost  # noqa: E402
+from layers.channel_base import ChannelLayer  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="lightnets")
-class ChannelShuffle(keras.layers.Layer):
+class ChannelShuffle(ChannelLayer):
     """Channel shuffle (ShuffleNet): interleaves the channels of ``groups`` groups.
 
     After a grouped convolution each output group has only seen its own input group; shuffling
@@ -40,26 +39,10 @@ class ChannelShuffle(keras.layers.Layer):
       zero multiply-adds and zero parameters (a memory permutation, by the papers' convention).
     """
 
-    def __init__(self, groups, **kwargs):
-        super().__init__(**kwargs)
-        self.groups = conv_args.positive_int(groups, "groups")
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+    divisor_name = "groups"
 
-    def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
-        channels = input_shape[-1] if input_shape.rank else None
-        if channels is None:
-            raise ValueError(
-                f"ChannelShuffle needs a static channel dimension, got input shape {input_shape}."
-            )
-        channels = int(channels)
-        if channels % self.groups:
-            raise ValueError(
-                f"groups={self.groups} must divide the number of channels ({channels}); "
-                f"use a groups value that divides {channels}."
-            )
-        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: channels})
-        self.built = True
+    def __init__(self, groups, **kwargs):
+        super().__init__(groups, **kwargs)
 
     def call(self, inputs):
         if self.groups == 1:
@@ -71,17 +54,3 @@ class ChannelShuffle(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
-
-    def compute_cost(self, input_shape) -> LayerCost:
-        """Zero: a shuffle moves memory and owns no weights."""
-        del input_shape
-        return LayerCost(0, 0)
-
-    def get_prunable_weights(self):
-        """tfmot: nothing to prune."""
-        return []
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(groups=self.groups)
-        return config

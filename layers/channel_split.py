@@ -10,12 +10,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from layers import conv_args  # noqa: E402
-from layers.cost import LayerCost  # noqa: E402
+from layers.channel_base import ChannelLayer  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="lightnets")
-class ChannelSplit(keras.layers.Layer):
+class ChannelSplit(ChannelLayer):
     """Cuts the channel (last) axis into ``num_splits`` equal, contiguous parts.
 
     ShuffleNet v2 sends one half of a unit's channels through unchanged and the other through the
@@ -36,25 +35,10 @@ class ChannelSplit(keras.layers.Layer):
       zero multiply-adds and zero parameters.
     """
 
-    def __init__(self, num_splits=2, **kwargs):
-        super().__init__(**kwargs)
-        self.num_splits = conv_args.positive_int(num_splits, "num_splits")
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+    divisor_name = "num_splits"
 
-    def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
-        channels = input_shape[-1] if input_shape.rank else None
-        if channels is None:
-            raise ValueError(
-                f"ChannelSplit needs a static channel dimension, got input shape {input_shape}."
-            )
-        if int(channels) % self.num_splits:
-            raise ValueError(
-                f"num_splits={self.num_splits} must divide the number of channels ({channels}); "
-                f"use a num_splits value that divides {channels}."
-            )
-        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: int(channels)})
-        self.built = True
+    def __init__(self, num_splits=2, **kwargs):
+        super().__init__(num_splits, **kwargs)
 
     def call(self, inputs):
         return tf.split(inputs, self.num_splits, axis=-1)
@@ -63,17 +47,3 @@ class ChannelSplit(keras.layers.Layer):
         shape = tf.TensorShape(input_shape).as_list()
         part = shape[:-1] + [None if shape[-1] is None else shape[-1] // self.num_splits]
         return [tf.TensorShape(part) for _ in range(self.num_splits)]
-
-    def compute_cost(self, input_shape) -> LayerCost:
-        """Zero: a split is a view of the input and owns no weights."""
-        del input_shape
-        return LayerCost(0, 0)
-
-    def get_prunable_weights(self):
-        """tfmot: nothing to prune."""
-        return []
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_splits=self.num_splits)
-        return config

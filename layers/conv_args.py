@@ -72,3 +72,22 @@ def conv_output_shape(input_shape, filters: int, kernel_size, strides, padding: 
         )
     )
     return batch, out_h, out_w, filters
+
+
+def divisible_channels(input_shape, layer: str, divisor: int, divisor_name: str) -> int:
+    """The static channel count of ``input_shape``, checked to be a multiple of ``divisor``.
+
+    Raises:
+      ValueError: unknown channels, or ``divisor`` does not divide them (naming both numbers).
+    """
+    channels = input_shape[-1] if input_shape.rank else None
+    if channels is None:
+        raise ValueError(
+            f"{layer} needs a static channel dimension, got input shape {input_shape}."
+        )
+    if int(channels) % divisor:
+        raise ValueError(
+            f"{divisor_name}={divisor} must divide the number of channels ({channels}); "
+            f"use a {divisor_name} value that divides {channels}."
+        )
+    return int(channels)

@@ -1,6 +1,6 @@
 """What a layer costs: multiply-adds and trainable parameters, by the papers' convention.
 
-Convention (``../shared/papers.md``): only convolution and fully-connected multiply-accumulates
+Convention (``docs/papers.md``): only convolution and fully-connected multiply-accumulates
 count; batch norm, activations, pooling, adds, bias adds and channel shuffles cost zero MACs.
 Parameters are Keras *trainable* parameters (kernels, biases, BN gamma and beta).
 
@@ -16,6 +16,8 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tf_keras as keras  # noqa: E402
+
+from layers.wrappers import unwrap  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +61,15 @@ def layer_cost(layer: keras.layers.Layer, input_shape) -> LayerCost:
     """Cost of ``layer`` applied to an input of ``input_shape`` (with the batch dimension).
 
     Args:
-      layer: a built Keras layer. tfmot pruning wrappers are looked through.
+      layer: a built Keras layer. Keras wrappers (tfmot's pruning and quantization ones) are
+        looked through.
       input_shape: the layer's input shape, e.g. ``(None, 56, 56, 24)``; a list of shapes for
         layers with several inputs (those cost no MACs here).
 
     Returns:
       ``LayerCost(macs, params)``.
     """
-    inner = getattr(layer, "layer", None)
-    if inner is not None and isinstance(inner, keras.layers.Layer):  # tfmot PruneLowMagnitude
-        layer = inner
+    layer = unwrap(layer)
     if hasattr(layer, "compute_cost"):
         return layer.compute_cost(input_shape)
     params = trainable_params(layer)

@@ -15,7 +15,6 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,103 +103,49 @@ def predict_in_fresh_process(models_and_inputs, tmp_path, fmt: str = "keras") ->
     return [np.load(workdir / f"output_{i}.npy") for i in range(len(models_and_inputs))]
 
 
-def _representative_dataset(model: keras.Model, samples: int = 8):
-    shapes = [tuple(d if d is not None else 1 for d in t.shape) for t in model.inputs]
-    rng = np.random.default_rng(0)
-
-    def generate():
-        for _ in range(samples):
-            yield [rng.standard_normal((1, *s[1:])).astype(np.float32) for s in shapes]
-
-    return generate
+def _representative_images(model: keras.Model, samples: int = 8) -> np.ndarray:
+    shape = tuple(d if d is not None else 1 for d in model.inputs[0].shape[1:])
+    return np.random.default_rng(0).standard_normal((samples, *shape)).astype(np.float32)
 
 
 def tflite_convert(
     model: keras.Model, quantize: str | None = None, representative_dataset=None
 ) -> bytes:
-    """Converts a Keras model to a TFLite flatbuffer using builtin ops only (no Flex).
+    """The library's one TFLite path (``deploy.tflite.convert``), with float input and output.
 
     Args:
-      model: a Keras model with static input shapes apart from the batch dimension.
+      model: a Keras model with one image input, static apart from the batch dimension.
       quantize: ``None`` (float32), ``"float16"``, ``"dynamic_range"`` or ``"int8"`` (full integer
         kernels, float input and output).
-      representative_dataset: calibration generator for ``"int8"``; defaults to 8 standard-normal
-        samples of the model's input shape.
-
-    Returns:
-      The ``.tflite`` bytes.
+      representative_dataset: for ``"int8"``, a callable yielding ``[image[None]]`` batches
+        (defaults to 8 standard-normal samples of the model's input shape).
     """
+    from deploy import tflite
+
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize={quantize!r} is not supported; use one of {QUANTIZE_MODES}.")
-    from layers import conv_ops
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = representative_dataset or _representative_dataset(model)
-    with conv_ops.tracing_for("tflite"):  # as the exporter converts: no machine-specific ops
-        return converter.convert()
+    images = None
+    if quantize == "int8":
+        images = (
+            np.concatenate([batch[0] for batch in representative_dataset()])
+            if representative_dataset
+            else _representative_images(model)
+        )
+    return tflite.convert(model, quantize or "float32", representative_images=images, int8_io=False)
 
 
 def tflite_predict(tflite_bytes: bytes, inputs) -> np.ndarray:
-    """Runs a TFLite model with ai-edge-litert, resizing its input(s) to the batch of ``inputs``.
+    """Runs a TFLite model through ``deploy.tflite.Runner`` on a batch of any size."""
+    from deploy import tflite
 
-    Args:
-      tflite_bytes: a flatbuffer from ``tflite_convert``.
-      inputs: an array ``[B, ...]`` or a list of arrays (one per model input, in input order).
-        Integer-quantized inputs are quantized here and outputs dequantized.
-
-    Returns:
-      The first output as a float32 array ``[B, ...]``.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    inputs = _as_list(inputs)
-    interpreter = Interpreter(model_content=tflite_bytes)
-    details = interpreter.get_input_details()
-    if len(details) != len(inputs):
-        raise ValueError(f"The model takes {len(details)} inputs, got {len(inputs)}.")
-    for detail, x in zip(details, inputs, strict=True):
-        interpreter.resize_tensor_input(detail["index"], list(x.shape), strict=False)
-    interpreter.allocate_tensors()
-    for detail, x in zip(details, inputs, strict=True):
-        scale, zero_point = detail["quantization"]
-        if np.issubdtype(detail["dtype"], np.integer) and scale:
-            x = np.round(x / scale + zero_point)
-        interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
-    interpreter.invoke()
-    output = interpreter.get_output_details()[0]
-    out = interpreter.get_tensor(output["index"])
-    scale, zero_point = output["quantization"]
-    if np.issubdtype(out.dtype, np.integer) and scale:
-        out = (out.astype(np.float32) - zero_point) * scale
-    return out.astype(np.float32)
+    return tflite.Runner(tflite_bytes)(np.asarray(inputs, np.float32))
 
 
 def tflite_op_names(tflite_bytes: bytes) -> set[str]:
-    """Names of the operators a TFLite flatbuffer uses, e.g. ``{"CONV_2D", "RESHAPE"}``.
+    """Operators of a TFLite flatbuffer (``deploy.tflite.op_names``)."""
+    from deploy import tflite
 
-    Builtin ops by their schema name; custom ops (Flex included) by their custom code, such as
-    ``"FlexConv2D"``.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(tflite_bytes, 0)
-    ops = set()
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            ops.add(code.CustomCode().decode())
-        else:
-            ops.add(names[builtin])
-    return ops
+    return tflite.op_names(tflite_bytes)
 
 
 def prune_train_strip(model: keras.Model, x, y, sparsity: float = 0.5) -> keras.Model:

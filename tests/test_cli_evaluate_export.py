@@ -13,8 +13,8 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests import digits_model  # noqa: E402
 from tests.model_checks import REPO_ROOT  # noqa: E402
-from tests.trainer import digits_model  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
 
@@ -40,9 +40,9 @@ def trained(tmp_path_factory):
 def run_workdir(tmp_path_factory):
     """A real (short) training run: MobileNet v1 0.25 on digits at 32 px, 40 steps."""
     import trainer
-    from configs import _recipes
+    from configs import recipes
 
-    config = _recipes.digits("mobilenet_v1_025", image_size=32, epochs=1)
+    config = recipes.digits("mobilenet_v1_025", image_size=32, epochs=1)
     config.train.steps_per_epoch, config.train.batch_size, config.train.verbose = 40, 32, 0
     config.optim.warmup_epochs = 0.0
     config.export.formats = "keras"

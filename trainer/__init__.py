@@ -1,18 +1,16 @@
-"""The training application: data, optimisation, pruning, checkpoints, runtime and export.
+"""The training job: ``trainer.run(config, workdir)`` is what ``train.py`` starts.
 
-``trainer.run(config, workdir)`` is the whole job that ``train.py`` starts.
+    validate config -> runtime -> data (trainer/data/) -> model -> optimizer -> restore
+    -> fit (callbacks, checkpoints) -> evaluate -> export (deploy/)
+
+``trainer.model_data`` joins a saved model with its run's data for ``evaluate.py`` and
+``export.py``.
 """
 
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from trainer.loop import NonFiniteLossError, run  # noqa: E402
 
-def run(config, workdir: str) -> dict:
-    """Trains ``config`` in ``workdir`` (resuming what is there); see ``trainer.loop.run``.
-
-    The loop is imported here, not at package import, so ``import trainer.data`` stays light.
-    """
-    from trainer import loop
-
-    return loop.run(config, workdir)
+__all__ = ["NonFiniteLossError", "run"]

@@ -15,8 +15,9 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
+from deploy.fileio import read_json, write_atomic, write_json
+from deploy.workdir import Workdir
 from trainer.checkpoints import CheckpointState
-from trainer.fileio import read_json, write_atomic, write_json
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -121,23 +122,21 @@ class MetricsLogger(keras.callbacks.Callback):
 
 
 class BestModel(keras.callbacks.Callback):
-    """Keeps the weights of the best epoch by ``metric`` in ``directory`` (``DIR/best``).
+    """Keeps the weights of the best epoch by ``metric`` in the run's ``best/`` directory.
 
     A ``tf.train.CheckpointManager`` (one checkpoint) holds the weights and ``best.json`` the
     metric, value and epoch, so a resumed run keeps comparing against the right value. Metrics
     whose name contains ``loss`` are minimised, others maximised.
     """
 
-    def __init__(self, model: keras.Model, directory: str, metric: str, guard: NanGuard):
+    def __init__(self, model: keras.Model, run: Workdir, metric: str, guard: NanGuard):
         super().__init__()
-        self.metric, self.guard = metric, guard
-        self.directory = directory
+        self.metric, self.guard, self.run = metric, guard, run
         self.manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(model=model), directory, max_to_keep=1
+            tf.train.Checkpoint(model=model), run.best, max_to_keep=1
         )
         self.sign = -1.0 if "loss" in metric else 1.0
-        info = os.path.join(directory, "best.json")
-        self.best = read_json(info) if tf.io.gfile.exists(info) else None
+        self.best = read_json(run.best_json) if tf.io.gfile.exists(run.best_json) else None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
@@ -148,7 +147,7 @@ class BestModel(keras.callbacks.Callback):
             return
         path = self.manager.save()
         self.best = {"metric": self.metric, "value": value, "epoch": epoch + 1, "checkpoint": path}
-        write_json(os.path.join(self.directory, "best.json"), self.best)
+        write_json(self.run.best_json, self.best)
 
 
 def plot_curves(rows: list[dict], path: str) -> None:

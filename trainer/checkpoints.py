@@ -13,14 +13,13 @@ to the previous checkpoint when the newest one cannot be read.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
 from architectures.common import CLASSIFIER_NAME
-from trainer import model_paths
+from deploy import loading
+from layers.wrappers import unwrap
 
 CLASSIFIER_LAYERS = (CLASSIFIER_NAME,)
 
@@ -111,83 +110,8 @@ class CheckpointState:
         return None
 
 
-def _find_config(path: str) -> str | None:
-    """The ``config.json`` of the workdir that is or holds ``path`` (up to two levels above)."""
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return os.path.join(path, "config.json")
-    workdir = model_paths.owning_workdir(path, levels=3)
-    return os.path.join(workdir, "config.json") if workdir else None
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint prefix from a workdir, a checkpoint directory or a prefix.
-
-    Raises:
-      ValueError: nothing restorable at ``path``.
-    """
-    for directory in (os.path.join(path, "checkpoints"), path):
-        if os.path.isdir(directory):
-            latest = tf.train.latest_checkpoint(directory)
-            if latest:
-                return latest
-    if tf.io.gfile.exists(f"{path}.index"):
-        return path
-    raise ValueError(
-        f"config.init_checkpoint='{path}' holds no checkpoint; pass a finished workdir, its "
-        f"checkpoints/ or best/ directory, a checkpoint prefix (…/ckpt-N) or a .keras file."
-    )
-
-
-def load_source_model(path: str) -> keras.Model:
-    """The model stored at ``path``: a ``.keras`` file, or a checkpoint of a train.py run.
-
-    A checkpoint is restored into a model rebuilt from its workdir's ``config.json`` (which
-    records the model name, input size and number of classes).
-    """
-    if path.endswith(".keras"):
-        if not os.path.exists(path):
-            raise ValueError(f"config.init_checkpoint='{path}' does not exist.")
-        return keras.models.load_model(path, compile=False)
-    prefix = resolve_checkpoint(path)
-    config_path = _find_config(prefix)
-    if config_path is None:
-        raise ValueError(
-            f"config.init_checkpoint='{path}': no config.json found beside {prefix}, so its "
-            f"architecture is unknown; pass a workdir written by train.py or a .keras file."
-        )
-    # Imported here: the model, pruning and config modules are only needed for warm starts.
-    import ml_collections
-
-    import architectures
-    from trainer import pruning
-    from trainer.fileio import read_json
-
-    source = ml_collections.ConfigDict(read_json(config_path))
-    size, classes = source.data.image_size, source.data.num_classes
-    model = architectures.create_model(
-        source.model.name,
-        input_shape=(size, size, 3),
-        num_classes=classes,
-        dropout=source.model.dropout,
-        **source.model.kwargs,
-    )
-    if pruning.is_enabled(source.pruning):
-        model = pruning.rebuild(model, source.pruning)
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
-    return model
-
-
-def _unwrap(layer):
-    """The layer inside a tfmot pruning wrapper (or the layer itself)."""
-    return getattr(layer, "layer", layer) if type(layer).__name__ == "PruneLowMagnitude" else layer
-
-
 def _layers_by_name(model: keras.Model) -> dict[str, keras.layers.Layer]:
-    layers = {}
-    for layer in model.layers:
-        inner = _unwrap(layer)
-        layers[inner.name] = inner
-    return layers
+    return {unwrap(layer).name: unwrap(layer) for layer in model.layers}
 
 
 def warm_start(model: keras.Model, init_checkpoint: str, *, exclude=CLASSIFIER_LAYERS) -> dict:
@@ -202,7 +126,7 @@ def warm_start(model: keras.Model, init_checkpoint: str, *, exclude=CLASSIFIER_L
     Raises:
       ValueError: ``init_checkpoint`` is unusable, or no layer matched at all.
     """
-    source = _layers_by_name(load_source_model(init_checkpoint))
+    source = _layers_by_name(loading.load_source_model(init_checkpoint))
     loaded, skipped = [], []
     for name, layer in _layers_by_name(model).items():
         if not layer.weights or name in exclude or name not in source:

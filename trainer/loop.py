@@ -4,8 +4,7 @@
     pruning) -> optimizer, weight decay, compile -> restore latest checkpoint -> fit (the rest
     of an interrupted epoch first) -> evaluate -> metrics.json, curves, export
 
-Workdir layout: ``config.json`` (resolved config), ``checkpoints/``, ``best/``, ``logs/``
-(TensorBoard), ``metrics.csv``, ``metrics.json``, ``plots/curves.png``, ``export/``.
+The run directory's layout is ``deploy/workdir.py``'s.
 """
 
 from __future__ import annotations
@@ -18,10 +17,12 @@ import tf_keras as keras
 from absl import logging
 
 import architectures
+from compression import pruning
+from deploy import export
+from deploy.fileio import read_json, write_atomic, write_json
+from deploy.workdir import Workdir
 from trainer import callbacks as cbs
-from trainer import checkpoints, config_validation, export, optim, pruning, runtime
-from trainer.data import build_datasets
-from trainer.fileio import read_json, write_atomic, write_json
+from trainer import checkpoints, config_validation, data, model_data, optim, runtime
 
 # Images handed to the int8 TFLite converter to calibrate activation ranges.
 _REPRESENTATIVE_IMAGES = 256
@@ -94,26 +95,25 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     spec = architectures.get_model_spec(config.model.name)
     image_size = image_size_of(config, spec)
     batch_size = config.train.batch_size
-    data = build_datasets(
+    bundle = data.build_datasets(
         config.data,
         image_size=image_size,
         preprocessing=spec.preprocessing,
         batch_size=batch_size,
         seed=config.runtime.seed,
     )
-    steps_per_epoch = config.train.steps_per_epoch or max(1, data.train_examples // batch_size)
+    steps_per_epoch = config.train.steps_per_epoch or max(1, bundle.train_examples // batch_size)
     epochs = config.train.epochs
     total_steps = epochs * steps_per_epoch
 
     resolved = config.copy_and_resolve_references()
-    resolved.data.image_size, resolved.data.num_classes = image_size, data.num_classes
-    out = rt.write_dir(workdir)
-    write_atomic(os.path.join(out, "config.json"), resolved.to_json_best_effort(indent=2) + "\n")
+    resolved.data.image_size, resolved.data.num_classes = image_size, bundle.num_classes
+    run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
+    write_atomic(out.config_json, resolved.to_json_best_effort(indent=2) + "\n")
 
-    encode = _one_hot(data.num_classes)
-    train, val = data.train.map(encode), data.val.map(encode)
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+    encode = _one_hot(bundle.num_classes)
+    train, val = bundle.train.map(encode), bundle.val.map(encode)
+    resuming = tf.train.latest_checkpoint(run.checkpoints) is not None
     schedule = optim.build_schedule(
         config.optim,
         steps_per_epoch=steps_per_epoch,
@@ -125,7 +125,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             config,
             spec,
             image_size,
-            data.num_classes,
+            bundle.num_classes,
             resuming=resuming,
             steps_per_epoch=steps_per_epoch,
             total=total_steps,
@@ -137,7 +137,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         model.compile(
             optimizer=optimizer,
             loss=optim.build_loss(config.train.label_smoothing),
-            metrics=optim.build_metrics(data.num_classes),
+            metrics=optim.build_metrics(bundle.num_classes),
             jit_compile=rt.jit_compile,
         )
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
@@ -145,8 +145,8 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         state = checkpoints.CheckpointState(
             model,
             optimizer,
-            checkpoint_dir,
-            write_directory=os.path.join(out, "checkpoints"),
+            run.checkpoints,
+            write_directory=out.checkpoints,
             max_to_keep=config.train.keep_checkpoints,
         )
     restored = state.restore_latest()
@@ -154,18 +154,16 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         logging.info("Resuming from %s at step %d.", restored, state.step)
 
     guard = cbs.NanGuard()
-    logger = cbs.MetricsLogger(
-        os.path.join(out, "metrics.csv"), lambda: schedule(optimizer.iterations), guard
-    )
+    logger = cbs.MetricsLogger(out.metrics_csv, lambda: schedule(optimizer.iterations), guard)
     # The guard first (nothing is written after a NaN step); the checkpoint last, so a kill
     # between them leaves an epoch that is redone and its rows rewritten, never one that is
     # restored as finished but missing from metrics.csv or best/.
     callbacks = [
         guard,
-        *pruning.callbacks(config.pruning, os.path.join(out, "logs")),
+        *pruning.callbacks(config.pruning, out.logs),
         logger,
-        cbs.BestModel(model, os.path.join(out, "best"), config.train.best_metric, guard),
-        *_tensorboard(os.path.join(out, "logs")),
+        cbs.BestModel(model, out, config.train.best_metric, guard),
+        *_tensorboard(out.logs),
         cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
     ]
     fit = dict(
@@ -188,16 +186,16 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         bad_epoch, bad_step = guard.tripped_at
         raise NonFiniteLossError(
             f"The loss became NaN or infinite in epoch {bad_epoch + 1} (step {bad_step}); "
-            f"training stopped. The last good checkpoint is kept in {checkpoint_dir} (resume "
+            f"training stopped. The last good checkpoint is kept in {run.checkpoints} (resume "
             f"with the same command after fixing the cause, e.g. a lower "
             f"config.optim.learning_rate, config.optim.clipnorm or float32 precision)."
         )
     return _finish(
         config,
-        workdir,
+        run,
         out,
         model,
-        data,
+        bundle,
         val,
         state,
         logger.rows,
@@ -206,7 +204,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
 
 
-def _finish(config, workdir, out, model, data, val, state, rows, *, image_size, spec):
+def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, spec):
     """Final evaluation, metrics.json, curves and export."""
     started = time.perf_counter()
     scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
@@ -220,26 +218,24 @@ def _finish(config, workdir, out, model, data, val, state, rows, *, image_size, 
             "train_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
         },
         "model": config.model.name,
-        "num_classes": data.num_classes,
+        "num_classes": bundle.num_classes,
         "image_size": image_size,
-        "corrupt_images": data.corrupt_report(),
+        "corrupt_images": bundle.corrupt_report(),
     }
     formats = export.parse_formats(config.export.formats)
     representative = None
     if "tflite_int8" in formats:
-        representative = export.calibration_images(
+        representative = model_data.calibration_images(
             config.data,
             image_size=image_size,
             preprocessing=spec.preprocessing,
             count=_REPRESENTATIVE_IMAGES,
         )
-    export_dir = os.path.join(out, "export")
     paths = export.export_model(
         model,
-        export_dir,
+        out.export,
         formats=formats,
-        image_size=image_size,
-        preprocessing=spec.preprocessing,
+        serving_preprocess=data.serving_preprocess(image_size, spec.preprocessing),
         representative_images=representative,
     )
     if pruning.is_enabled(config.pruning):
@@ -247,23 +243,22 @@ def _finish(config, workdir, out, model, data, val, state, rows, *, image_size, 
         dense = config.pruning.dense_reference or (
             init if init and (os.path.isdir(init) or init.endswith(".keras")) else None
         )
-        metrics["pruning"] = pruning.export_report(pruning.strip(model), dense, config.pruning)
-    metrics["export"] = {name: os.path.relpath(p, out) for name, p in paths.items()}
-    best_info = os.path.join(out, "best", "best.json")
-    if tf.io.gfile.exists(best_info):
-        metrics["best"] = read_json(best_info)
-    write_json(os.path.join(out, "metrics.json"), metrics)
+        metrics["pruning"] = export.pruning_report(pruning.strip(model), dense, config.pruning)
+    metrics["export"] = {name: os.path.relpath(p, out.root) for name, p in paths.items()}
+    if tf.io.gfile.exists(out.best_json):
+        metrics["best"] = read_json(out.best_json)
+    write_json(out.metrics_json, metrics)
     if rows:
-        cbs.plot_curves(rows, os.path.join(out, "plots", "curves.png"))
+        cbs.plot_curves(rows, out.curves_png)
     logging.info("Evaluation and export took %.1f s.", time.perf_counter() - started)
     final = metrics["final"]
-    if out != workdir:  # a non-chief worker: its files were scratch
+    if out.root != run.root:  # a non-chief worker: its files were scratch
         return metrics
     print(
         f"Finished {final['epochs']} epochs ({final['steps']} steps): val_top1="
         f"{final['val_top1']:.4f} val_top5={final['val_top5']:.4f} val_loss="
-        f"{final['val_loss']:.4f}. Metrics in {os.path.join(workdir, 'metrics.json')}; "
-        f"model exported to {os.path.join(workdir, 'export')} ({', '.join(paths)}).",
+        f"{final['val_loss']:.4f}. Metrics in {run.metrics_json}; "
+        f"model exported to {run.export} ({', '.join(paths)}).",
         flush=True,
     )
     return metrics

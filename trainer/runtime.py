@@ -15,6 +15,8 @@ import tempfile
 import tensorflow as tf
 import tf_keras as keras
 
+from configs import validation
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "float16", "bfloat16")
 _POLICIES = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -62,21 +64,15 @@ def validate(runtime_config) -> None:
     Raises:
       ValueError: naming the bad key and its allowed values.
     """
-    if runtime_config.strategy not in STRATEGIES:
-        raise ValueError(
-            f"config.runtime.strategy='{runtime_config.strategy}' is not one of "
-            f"{', '.join(STRATEGIES)}."
-        )
-    if runtime_config.precision not in PRECISIONS:
-        raise ValueError(
-            f"config.runtime.precision='{runtime_config.precision}' is not one of "
-            f"{', '.join(PRECISIONS)}."
-        )
-    if runtime_config.strategy == "multi_worker_mirrored" and "TF_CONFIG" not in os.environ:
-        raise ValueError(
-            "config.runtime.strategy='multi_worker_mirrored' reads the cluster from the "
-            "TF_CONFIG environment variable, which is not set."
-        )
+    validation.check_choice(runtime_config, "strategy", STRATEGIES, "runtime.")
+    validation.check_choice(runtime_config, "precision", PRECISIONS, "runtime.")
+    validation.require(
+        runtime_config.strategy != "multi_worker_mirrored" or "TF_CONFIG" in os.environ,
+        "strategy",
+        runtime_config.strategy,
+        "reads the cluster from the TF_CONFIG environment variable, which is not set",
+        "runtime.",
+    )
 
 
 def _is_chief(task_type: str | None, task_id: int | None, tf_config: dict) -> bool:

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from architectures import create_model, get_model_spec, list_models
-from architectures.cost_report import model_cost
+from architectures.cost import model_cost
 from tests.model_checks import predict_in_fresh_process
 
 pytestmark = pytest.mark.slow

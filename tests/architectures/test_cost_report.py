@@ -11,8 +11,8 @@ import pytest
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from architectures import create_model, fidelity
-from architectures.cost_report import format_comparison, format_report, model_cost
+from architectures import create_model
+from architectures.cost import fidelity, format_comparison, format_report, model_cost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

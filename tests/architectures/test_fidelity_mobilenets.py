@@ -1,6 +1,6 @@
 """MobileNet v1/v2 and FD-MobileNet at 224×224, 1000 classes, against the published numbers.
 
-MACs: within 0.5 % of the papers' printed (rounded) values, ``../shared/papers.md``.
+MACs: within 0.5 % of the papers' printed (rounded) values, ``docs/papers.md``.
 Parameters: equal to keras.applications' own MobileNet / MobileNetV2 (an independent build).
 """
 
@@ -8,7 +8,7 @@ import pytest
 import tf_keras as keras
 
 from architectures import create_model, get_model_spec, list_models
-from architectures.cost_report import model_cost
+from architectures.cost import model_cost
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""ResNet-50, ResNeXt-50 (32×4d) and Xception against their papers (``../shared/papers.md``).
+"""ResNet-50, ResNeXt-50 (32×4d) and Xception against their papers (``docs/papers.md``).
 
 ResNets: MACs at 224 (FC included) within 0.5 % of the ResNeXt paper's 4.1G / 4.2G, parameters
 counted as that paper does (conv/FC weights + FC bias, no BN) within 0.5 % of 25.5M / 25.0M, and
@@ -13,7 +13,7 @@ import tf_keras as keras
 
 from architectures import create_model, get_model_spec, resnet
 from architectures.common import CLASSIFIER_NAME
-from architectures.cost_report import model_cost
+from architectures.cost import model_cost
 from layers import DepthwiseSeparableConv2D, GroupConv2D
 
 pytestmark = pytest.mark.slow

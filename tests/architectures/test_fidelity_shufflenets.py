@@ -1,6 +1,6 @@
 """ShuffleNet v1 and v2 at 224×224, 1000 classes, against the published multiply-adds.
 
-ShuffleNet v1's Table 1 numbers exclude the final FC (``../shared/papers.md``), and so do Table
+ShuffleNet v1's Table 1 numbers exclude the final FC (``docs/papers.md``), and so do Table
 2/5's for the other scales (with FC, 2× would be 524.05M, also within 0.5 %); ShuffleNet v2's
 published numbers include it (without, 1× would be 0.8 % low). Two variants cannot reach 0.5 % of
 their printed value with the architecture papers.md defines; their measured gaps are pinned in
@@ -13,7 +13,7 @@ import tf_keras as keras
 
 from architectures import create_model, get_model_spec, list_models, shufflenet_v1, shufflenet_v2
 from architectures.common import CLASSIFIER_NAME
-from architectures.cost_report import model_cost
+from architectures.cost import model_cost
 from layers import ChannelShuffle, ChannelSplit, GroupConv2D
 
 pytestmark = pytest.mark.slow

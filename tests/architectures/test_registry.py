@@ -4,41 +4,17 @@ import pytest
 import tf_keras as keras
 
 from architectures import registry
-from architectures.common import check_builder_args, classifier_head
+from architectures.common import classifier
 
 
-def tiny_net(
-    *,
-    input_shape=(16, 16, 3),
-    width=4,
-    num_classes=7,
-    include_top=True,
-    pooling=None,
-    dropout=0.0,
-    classifier_activation="softmax",
-    name="tiny_net",
-):
+def tiny_net(*, width=4, dropout=0.0, name="tiny_net", **head):
     """A third-party architecture written against the same builder contract."""
-    shape = check_builder_args(
-        input_shape=input_shape,
-        num_classes=num_classes,
-        include_top=include_top,
-        pooling=pooling,
-        dropout=dropout,
-        min_input_size=8,
-        model_name=name,
-    )
-    inputs = keras.Input(shape)
-    x = keras.layers.Conv2D(width, 3, name="conv")(inputs)
-    outputs = classifier_head(
-        x,
-        include_top=include_top,
-        pooling=pooling,
-        num_classes=num_classes,
-        dropout=dropout,
-        classifier_activation=classifier_activation,
-    )
-    return keras.Model(inputs, outputs, name=name)
+
+    def backbone(inputs):
+        return keras.layers.Conv2D(width, 3, name="conv")(inputs)
+
+    head = {"input_shape": (16, 16, 3), "num_classes": 7, **head}
+    return classifier(backbone, name=name, min_input_size=8, dropout=dropout, **head)
 
 
 @pytest.fixture

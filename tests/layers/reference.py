@@ -100,3 +100,31 @@ def grouped_as_depthwise(d_kernel, channels):
     """The inverse of ``depthwise_as_grouped`` for a gradient."""
     k_h, k_w, _, outputs = d_kernel.shape
     return d_kernel.reshape(k_h, k_w, channels, outputs // channels)
+
+
+def assert_layer_matches(
+    layer, x, numpy_forward_and_vjp, *, graph: bool, seed: int = 2, label: str = ""
+):
+    """The layer's output and autodiff gradients (input, then its trainable weights, in order)
+    equal ``numpy_forward_and_vjp(x, layer, upstream) -> (out, grads)``, eagerly or in a
+    ``tf.function``, for a random upstream gradient.
+    """
+    import tensorflow as tf
+
+    out_shape = tuple(layer.compute_output_shape(x.shape))
+    upstream = np.random.default_rng(seed).standard_normal(out_shape).astype("float32")
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x)
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, [x, *layer.trainable_weights])
+
+    out, grads = (tf.function(run) if graph else run)(tf.constant(x))
+    want, want_grads = numpy_forward_and_vjp(x, layer, upstream)
+    assert tuple(out.shape) == out_shape, label
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4, err_msg=label)
+    assert len(grads) == len(want_grads), label
+    for got, expected in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3, err_msg=label)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from layers import DepthwiseSeparableConv2D, layer_cost
@@ -54,25 +53,8 @@ def numpy_forward_and_vjp(x, layer, upstream):
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("shape,kwargs", CASES)
 def test_matches_the_numpy_reference_forward_and_gradients(shape, kwargs, graph):
-    layer = build(shape, kwargs)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(shape).astype("float32")
-    out_shape = tuple(layer.compute_output_shape(shape))
-    upstream = rng.standard_normal(out_shape).astype("float32")
-
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = layer(x)
-            loss = tf.reduce_sum(out * upstream)
-        return out, tape.gradient(loss, [x, *layer.trainable_weights])
-
-    out, grads = (tf.function(run) if graph else run)(tf.constant(x))
-    want, want_grads = numpy_forward_and_vjp(x, layer, upstream)
-    assert tuple(out.shape) == out_shape
-    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
-    for got, expected in zip(grads, want_grads, strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
+    reference.assert_layer_matches(build(shape, kwargs), x, numpy_forward_and_vjp, graph=graph)
 
 
 @pytest.mark.parametrize("shape,kwargs", CASES)

@@ -73,17 +73,6 @@ def numpy_forward_and_vjp(x, layer, upstream):
     return out, grads
 
 
-def tf_forward_and_gradients(layer, x, upstream, graph: bool):
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = layer(x)
-            loss = tf.reduce_sum(out * upstream)
-        return out, tape.gradient(loss, [x, *layer.trainable_weights])
-
-    return (tf.function(run) if graph else run)(tf.constant(x))
-
-
 def native_is_trainable(kwargs):
     dilation = kwargs.get("dilation_rate", 1)
     dilated = max((dilation, dilation) if isinstance(dilation, int) else dilation) > 1
@@ -93,22 +82,16 @@ def native_is_trainable(kwargs):
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 @pytest.mark.parametrize("shape,kwargs,impls", CASES, ids=CASE_IDS)
 def test_every_formulation_matches_the_numpy_reference(shape, kwargs, impls, graph):
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(shape).astype("float32")
+    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
     for implementation in ("auto", *impls):
         layer = make_layer(shape, kwargs, implementation)
-        out_shape = tuple(layer.compute_output_shape(shape))
-        upstream = rng.standard_normal(out_shape).astype("float32")
         if implementation == "native" and not native_is_trainable(kwargs):
             with pytest.raises(ValueError, match="implementation='auto'"):
                 layer(x)
             continue
-        want, want_grads = numpy_forward_and_vjp(x, layer, upstream)
-        out, grads = tf_forward_and_gradients(layer, x, upstream, graph)
-        assert out.shape == out_shape, implementation
-        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4, err_msg=implementation)
-        for got, expected in zip(grads, want_grads, strict=True):
-            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3, err_msg=implementation)
+        reference.assert_layer_matches(
+            layer, x, numpy_forward_and_vjp, graph=graph, label=implementation
+        )
 
 
 def test_auto_follows_what_the_kernels_can_do():
