@@ -213,10 +213,10 @@ def resolve(
         chosen = weights.file_for(input_size, include_top)
         if chosen.input_size != input_size:
             logging.info(
-                "%s: no ImageNet weights published at %s pixels (sizes %s); using the %d-pixel "
+                "%s: no ImageNet weights published for %s inputs (sizes %s); using the %d-pixel "
                 "ones.",
                 model_name,
-                input_size,
+                f"{input_size}-pixel" if input_size else "non-square",
                 ", ".join(map(str, weights.input_sizes)),
                 chosen.input_size,
             )

@@ -2,7 +2,8 @@
 
 A keras.applications model with random weights (``tests/architectures/keras_reference.py``),
 saved under its published file name into a temporary Keras cache, stands in for the download;
-the network is cut off (``offline_keras_cache``).
+the network is cut off (``offline_keras_cache``). MobileNet v3's variants are checked the same
+way in ``test_mobilenet_v3.py``.
 """
 
 import logging
@@ -45,8 +46,8 @@ def _stand_in(name, size, monkeypatch, *, include_top=True, num_classes=1000):
 
 def test_every_family_keras_applications_publishes_for_has_weights():
     families = {get_model_spec(name).family for name in WITH_WEIGHTS}
-    assert families == {"mobilenet_v1", "mobilenet_v2", "xception"}
-    assert len(WITH_WEIGHTS) == 4 + 6 + 1
+    assert families == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "xception"}
+    assert len(WITH_WEIGHTS) == 4 + 6 + 6 + 1
 
 
 @pytest.mark.slow
@@ -65,16 +66,17 @@ def test_loaded_model_computes_what_keras_applications_computes(
 
 
 def test_new_classifier_starts_fresh_and_the_rest_loads(offline_keras_cache, monkeypatch, caplog):
-    name, size = "mobilenet_v2_050", 96
+    name, size = "mobilenet_v3_small_075", 32
     reference, images, path = _stand_in(name, size, monkeypatch)
     with caplog.at_level(logging.INFO):
         model = create_model(
             name, input_shape=(size, size, 3), num_classes=5, pretrained="imagenet"
         )
     assert tuple(model.output_shape) == (None, 5)
-    want = keras.Model(reference.input, reference.get_layer("out_relu").output)(images)
-    got = keras.Model(model.input, model.get_layer("head_conv_relu6").output)(images)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    # The wide pre-logits layer is part of keras.applications' top: it loads from the top file.
+    want = keras.Model(reference.input, reference.get_layer("Conv_2").output)(images)
+    got = keras.Model(model.input, model.get_layer("pre_logits").output)(images)
+    np.testing.assert_allclose(got.numpy(), np.reshape(want, got.shape), rtol=1e-5, atol=1e-5)
     summary = [r.getMessage() for r in caplog.records if path in r.getMessage()]
     assert len(summary) == 1 and "left fresh: classifier (" in summary[0], summary
     keras.backend.clear_session()
@@ -174,6 +176,9 @@ def test_the_file_table_is_keras_applications():
         v2.file_for(96, False).file_name
         == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.3_96_no_top.h5"
     )
+    v3 = get_model_spec("mobilenet_v3_small_minimalistic_100").weights.file_for(224, False)
+    assert v3.file_name == "weights_mobilenet_v3_small_minimalistic_224_1.0_float_no_top_v2.h5"
+    assert v3.file_hash == "cde8136e733e811080d9fcd8a252f7e4"
     xception = get_model_spec("xception").weights.file_for(299, True)
     assert xception.file_hash == "0a58e3b7378bc2990ea3b43d5981f1f6"
     assert xception.url.endswith("/xception/xception_weights_tf_dim_ordering_tf_kernels.h5")
