@@ -66,9 +66,11 @@ def test_loaded_model_computes_what_keras_applications_computes(
 
 
 def test_new_classifier_starts_fresh_and_the_rest_loads(offline_keras_cache, monkeypatch, caplog):
-    name, size = "mobilenet_v3_small_075", 32
+    # 64 pixels: at 32 the last BNs see 4 values per channel, and their statistics amplify
+    # float32 rounding beyond 1e-5.
+    name, size = "mobilenet_v3_small_075", 64
     reference, images, path = _stand_in(name, size, monkeypatch)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         model = create_model(
             name, input_shape=(size, size, 3), num_classes=5, pretrained="imagenet"
         )
@@ -99,7 +101,7 @@ def test_the_symmetric_layout_is_not_the_published_function(
     """Why ``pretrained`` switches MobileNet v1/v2 to ``stride2_padding="same"``."""
     name, size = "mobilenet_v1_025", 128
     reference, images, _ = _stand_in(name, size, monkeypatch)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="absl"):
         model = create_model(
             name,
             input_shape=(size, size, 3),
@@ -116,12 +118,12 @@ def test_the_symmetric_layout_is_not_the_published_function(
 def test_a_lightnets_weight_file_loads_by_its_own_names(tmp_path):
     images = _images(32)
     keras.utils.set_random_seed(3)
-    source = create_model("shufflenet_v2_050", input_shape=(32, 32, 3), num_classes=7)
+    source = create_model("fd_mobilenet_025", input_shape=(32, 32, 3), num_classes=7)
     path = str(tmp_path / "mine.h5")
     source.save_weights(path)
     keras.utils.set_random_seed(4)
     model = create_model(
-        "shufflenet_v2_050", input_shape=(32, 32, 3), num_classes=7, pretrained=path
+        "fd_mobilenet_025", input_shape=(32, 32, 3), num_classes=7, pretrained=path
     )
     np.testing.assert_allclose(model(images).numpy(), source(images).numpy(), atol=1e-6)
     keras.backend.clear_session()
