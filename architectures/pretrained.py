@@ -20,6 +20,7 @@ lists them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
@@ -155,11 +156,13 @@ class LoadReport:
 def keras_cache_dir() -> str:
     """Where ``keras.utils.get_file`` keeps downloads: ``$KERAS_HOME/models``.
 
-    ``KERAS_HOME`` defaults to ``~/.keras``; an unwritable one falls back to ``/tmp/.keras``, as
-    ``get_file`` does.
+    ``KERAS_HOME`` defaults to ``~/.keras`` and is created if missing: ``get_file`` falls back
+    to ``/tmp/.keras`` for a home it cannot write to, a missing one included, and so does this.
     """
     home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
-    if os.path.isdir(home) and not os.access(home, os.W_OK):
+    with contextlib.suppress(OSError):  # unwritable: the fallback below, as get_file
+        os.makedirs(home, exist_ok=True)
+    if not os.access(home, os.W_OK):
         home = os.path.join("/tmp", ".keras")
     return os.path.join(home, CACHE_SUBDIR)
 
@@ -181,7 +184,8 @@ def fetch(weight_file: WeightFile, *, model_name: str) -> str:
             file_hash=weight_file.file_hash,
         )
     except Exception as error:  # get_file raises a bare Exception on network errors
-        reason = " ".join(str(error).split())
+        # get_file's "URL fetch failure on <url>: <code> -- <reason>": the URL follows anyway.
+        reason = " ".join(str(error).split()).rsplit(" -- ", 1)[-1]
         raise PretrainedWeightsError(
             f"{model_name}: the ImageNet weights {weight_file.file_name} are not in the Keras "
             f"cache and could not be downloaded ({reason}); fetch {weight_file.url} and put it "
