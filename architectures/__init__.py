@@ -26,6 +26,7 @@ from architectures import (  # noqa: E402, F401  isort: skip
     fd_mobilenet,
     mobilenet_v1,
     mobilenet_v2,
+    mobilenet_v3,
     resnet,
     shufflenet_v1,
     shufflenet_v2,

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import tf_keras as keras
 
+from layers import HardSigmoid, HardSwish
+
 # The input layer of every model. Models saved before it was shared call it "input" (ResNet,
 # ShuffleNet, Xception): their SavedModel signatures and .keras files still load (tested).
 INPUT_NAME = "image"
@@ -21,6 +23,10 @@ INPUT_NAME = "image"
 CLASSIFIER_NAME = "classifier"
 PREDICTIONS_NAME = "predictions"
 POOLING_CHOICES = (None, "avg", "max")
+# How a stride-2 conv pads: "symmetric" is ZeroPadding2D(k // 2) + "valid" (the layout XNNPACK's
+# sparse inference recognises); "same" is TF's "same", one pixel more at the bottom/right of even
+# inputs (the layout keras.applications and slim trained their published weights with).
+STRIDE2_PADDINGS = ("symmetric", "same")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -81,6 +87,15 @@ def check_builder_args(
     return height, width, channels
 
 
+def check_stride2_padding(value, *, model_name: str) -> str:
+    """Validates a ``stride2_padding`` knob (one of ``STRIDE2_PADDINGS``) and returns it."""
+    if value not in STRIDE2_PADDINGS:
+        raise ValueError(
+            f"{model_name}: stride2_padding must be one of {STRIDE2_PADDINGS}, got {value!r}."
+        )
+    return value
+
+
 def batch_norm(x, *, name: str, momentum: float = 0.99, epsilon: float = 1e-3):
     """BatchNormalization over the channel axis (channels-last everywhere in lightnets)."""
     return keras.layers.BatchNormalization(axis=-1, momentum=momentum, epsilon=epsilon, name=name)(
@@ -89,9 +104,13 @@ def batch_norm(x, *, name: str, momentum: float = 0.99, epsilon: float = 1e-3):
 
 
 def activation(x, kind: str | None, *, name: str):
-    """An activation layer (``relu``, ``relu6``, ...); ``None`` means linear, i.e. no layer."""
+    """An activation layer (``relu``, ``relu6``, ``hard_swish``, ...); ``None``: no layer."""
     if kind is None:
         return x
+    if kind == "hard_swish":
+        return HardSwish(name=name)(x)
+    if kind == "hard_sigmoid":
+        return HardSigmoid(name=name)(x)
     if kind == "relu6":
         return keras.layers.ReLU(max_value=6.0, name=name)(x)
     if kind == "relu":
@@ -119,15 +138,18 @@ def conv_bn_act(
     return activation(x, activation_fn, name=f"{name}_{activation_fn}")
 
 
-def pad_for_stride(x, kernel_size: int, strides: int, *, name: str):
+def pad_for_stride(
+    x, kernel_size: int, strides: int, *, name: str, stride2_padding: str = "symmetric"
+):
     """Symmetric zero padding ahead of a strided conv; returns ``(x, conv_padding)``.
 
     A stride-2 conv runs as ``ZeroPadding2D(k // 2)`` + ``"valid"``, the form XNNPACK's sparse
     inference (and tfmot's ``PruneForLatencyOnXNNPack``) recognises; TF's ``"same"`` would pad
     only bottom/right on even inputs. The output size is ``ceil(size / strides)`` either way.
-    Stride 1 keeps ``"same"`` and adds no layer.
+    Stride 1, or ``stride2_padding="same"`` (the layout of published weights, see
+    ``STRIDE2_PADDINGS``), keeps ``"same"`` and adds no layer.
     """
-    if strides == 1:
+    if strides == 1 or stride2_padding == "same":
         return x, "same"
     x = keras.layers.ZeroPadding2D(padding=kernel_size // 2, name=name)(x)
     return x, "valid"
@@ -142,13 +164,16 @@ def depthwise_bn_act(
     name: str,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1e-3,
+    stride2_padding: str = "symmetric",
 ):
     """[pad] -> DepthwiseConv2D (no bias) -> BN -> activation.
 
-    Named ``{name}_pad`` (stride 2 only), ``{name}``, ``{name}_bn``, ``{name}_{act}``.
-    Cost: MACs ``k·k·C·H_out·W_out``; params ``k·k·C + 2C``.
+    Named ``{name}_pad`` (stride 2 with symmetric padding only), ``{name}``, ``{name}_bn``,
+    ``{name}_{act}``. Cost: MACs ``k·k·C·H_out·W_out``; params ``k·k·C + 2C``.
     """
-    x, padding = pad_for_stride(x, kernel_size, strides, name=f"{name}_pad")
+    x, padding = pad_for_stride(
+        x, kernel_size, strides, name=f"{name}_pad", stride2_padding=stride2_padding
+    )
     x = keras.layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding=padding, use_bias=False, name=name
     )(x)
@@ -164,12 +189,15 @@ def classifier_head(
     num_classes: int,
     dropout: float,
     classifier_activation: str | None,
+    pre_logits=None,
 ):
-    """Global pooling -> dropout -> ``classifier`` Dense -> float32 ``predictions`` activation.
+    """Global pooling -> [pre_logits] -> dropout -> ``classifier`` Dense -> float32 ``predictions``.
 
     With ``include_top=False`` only the optional ``pooling`` is applied (keras.applications'
     behaviour). The final activation runs in float32 so that mixed-precision models hand float32
-    probabilities (or logits, with ``classifier_activation=None``) to the loss.
+    probabilities (or logits, with ``classifier_activation=None``) to the loss. ``pre_logits``
+    (``[B, C] -> [B, D]``) is a part of the top that comes before dropout, such as MobileNet v3's
+    wide hard-swish layer.
     """
     if not include_top:
         if pooling == "avg":
@@ -178,6 +206,8 @@ def classifier_head(
             return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
         return x
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pre_logits is not None:
+        x = pre_logits(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     x = keras.layers.Dense(num_classes, name=CLASSIFIER_NAME)(x)
@@ -197,6 +227,7 @@ def classifier(
     include_top: bool = True,
     pooling: str | None = None,
     classifier_activation: str | None = "softmax",
+    pre_logits: Callable | None = None,
 ) -> keras.Model:
     """Checks the arguments, then ``image`` input -> ``backbone`` -> head -> ``keras.Model``.
 
@@ -213,6 +244,8 @@ def classifier(
       include_top: add global pooling, dropout and the ``classifier`` Dense layer.
       pooling: ``None``, ``"avg"`` or ``"max"``; the pooling applied when ``include_top=False``.
       classifier_activation: activation of the ``predictions`` layer; None gives logits.
+      pre_logits: ``[B, C] -> [B, D]`` layers of the top between pooling and dropout (MobileNet
+        v3's wide hard-swish layer); see ``classifier_head``.
 
     Returns:
       A functional ``keras.Model`` mapping ``[B, H, W, 3]`` images to ``[B, num_classes]``
@@ -238,5 +271,6 @@ def classifier(
         num_classes=num_classes,
         dropout=dropout,
         classifier_activation=classifier_activation,
+        pre_logits=pre_logits,
     )
     return keras.Model(inputs, outputs, name=name)

@@ -11,9 +11,14 @@ ends the feature extractor), so tfmot's ``PruneForLatencyOnXNNPack`` policy acce
 
 from __future__ import annotations
 
+import re
+
 import tf_keras as keras
 
+from architectures import pretrained
 from architectures.common import (
+    CLASSIFIER_NAME,
+    check_stride2_padding,
     classifier,
     conv_bn_act,
     depthwise_bn_act,
@@ -51,7 +56,15 @@ def bottleneck_channels(channels: int, alpha: float) -> int:
     return make_divisible(int(channels * alpha), 8)
 
 
-def inverted_residual(x, filters: int, *, expansion: int, strides: int, block_id: int):
+def inverted_residual(
+    x,
+    filters: int,
+    *,
+    expansion: int,
+    strides: int,
+    block_id: int,
+    stride2_padding: str = "symmetric",
+):
     """1×1 expand -> BN -> ReLU6 -> dw 3×3 -> BN -> ReLU6 -> 1×1 project -> BN [-> add].
 
     With ``expansion == 1`` there is no expand conv. Layers are named ``block_{id}_expand``,
@@ -70,7 +83,12 @@ def inverted_residual(x, filters: int, *, expansion: int, strides: int, block_id
             y, expansion * in_channels, 1, activation_fn="relu6", name=f"{prefix}_expand", **_BN
         )
     y = depthwise_bn_act(
-        y, strides=strides, activation_fn="relu6", name=f"{prefix}_depthwise", **_BN
+        y,
+        strides=strides,
+        activation_fn="relu6",
+        name=f"{prefix}_depthwise",
+        stride2_padding=stride2_padding,
+        **_BN,
     )
     y = conv_bn_act(y, filters, 1, activation_fn=None, name=f"{prefix}_project", **_BN)
     if strides == 1 and in_channels == filters:
@@ -84,7 +102,12 @@ def inverted_residual(x, filters: int, *, expansion: int, strides: int, block_id
 
 
 def mobilenet_v2(
-    *, alpha: float = 1.0, dropout: float = 0.2, name: str = "mobilenet_v2", **head
+    *,
+    alpha: float = 1.0,
+    dropout: float = 0.2,
+    stride2_padding: str = "symmetric",
+    name: str = "mobilenet_v2",
+    **head,
 ) -> keras.Model:
     """MobileNet v2 as a functional model (keras.applications signature).
 
@@ -92,6 +115,9 @@ def mobilenet_v2(
       alpha: width multiplier α; channels ``make_divisible(α·c, 8)``; the last 1×1 conv keeps
         1280 channels for α ≤ 1 and scales above.
       dropout: dropout rate before the classifier (0.2, as the TF Model Garden trains it).
+      stride2_padding: ``"symmetric"`` (XNNPACK's sparse-inference layout) or ``"same"``
+        (keras.applications' layout, which its published weights need; ``create_model`` picks it
+        when loading them).
       name: the model name.
       **head: ``input_shape`` (at least 32×32), ``num_classes``, ``include_top``, ``pooling``,
         ``classifier_activation`` (see ``common.classifier``).
@@ -103,8 +129,10 @@ def mobilenet_v2(
     if not alpha > 0:
         raise ValueError(f"{name}: alpha must be > 0, got {alpha!r}.")
 
+    check_stride2_padding(stride2_padding, model_name=name)
+
     def backbone(inputs):
-        x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad")
+        x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad", stride2_padding=stride2_padding)
         x = conv_bn_act(
             x,
             make_divisible(STEM_FILTERS * alpha, 8),
@@ -124,12 +152,54 @@ def mobilenet_v2(
                     expansion=expansion,
                     strides=first_stride if repeat == 0 else 1,
                     block_id=block_id,
+                    stride2_padding=stride2_padding,
                 )
                 block_id += 1
         head_filters = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS
         return conv_bn_act(x, head_filters, 1, activation_fn="relu6", name="head_conv", **_BN)
 
     return classifier(backbone, name=name, min_input_size=MIN_INPUT_SIZE, dropout=dropout, **head)
+
+
+# ---------------------------------------------------------------------------------------------
+# keras.applications' published weights: layer names and files
+# ---------------------------------------------------------------------------------------------
+
+_KERAS_RENAMED = {
+    "Conv1": "stem",
+    "bn_Conv1": "stem_bn",
+    "Conv_1": "head_conv",
+    "Conv_1_bn": "head_conv_bn",
+    "predictions": CLASSIFIER_NAME,
+    "Logits": CLASSIFIER_NAME,  # the classifier's name in the files keras-applications wrote
+}
+_KERAS_BLOCK = re.compile(r"(expanded_conv|block_\d+)_(expand|depthwise|project)(_BN)?")
+
+
+def keras_layer_name(keras_name: str, shapes=None) -> str | None:
+    """Our name for a layer of keras.applications' MobileNetV2 (``expanded_conv_depthwise_BN``
+    -> ``block_0_depthwise_bn``, ``Conv1`` -> ``stem``, ``Conv_1`` -> ``head_conv``, ...)."""
+    del shapes  # names are unique
+    match = _KERAS_BLOCK.fullmatch(keras_name)
+    if match is None:
+        return _KERAS_RENAMED.get(keras_name)
+    block = "block_0" if match.group(1) == "expanded_conv" else match.group(1)
+    return f"{block}_{match.group(2)}{'_bn' if match.group(3) else ''}"
+
+
+def published_weights(alpha: float) -> pretrained.PublishedWeights:
+    """keras.applications' MobileNetV2 weight files for one width, at 96 to 224 pixels."""
+    stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}"
+    return pretrained.PublishedWeights(
+        source=f"keras.applications.MobileNetV2(alpha={alpha})",
+        files=pretrained.weight_files(
+            base_url=pretrained.KERAS_APPLICATIONS_URL + "mobilenet_v2/",
+            file_name=lambda size, top: f"{stem}_{size}{'' if top else '_no_top'}.h5",
+            input_sizes=(96, 128, 160, 192, 224),
+        ),
+        layer_name=keras_layer_name,
+        builder_kwargs={"stride2_padding": "same"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,31 +217,31 @@ _SPEC = dict(
 )
 
 
-@register_model(**_SPEC, paper_macs=59e6)
+@register_model(**_SPEC, paper_macs=59e6, weights=published_weights(0.35))
 def mobilenet_v2_035(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 0.35, **kwargs})
 
 
-@register_model(**_SPEC, paper_macs=97e6)
+@register_model(**_SPEC, paper_macs=97e6, weights=published_weights(0.5))
 def mobilenet_v2_050(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 0.5, **kwargs})
 
 
-@register_model(**_SPEC, paper_macs=209e6)
+@register_model(**_SPEC, paper_macs=209e6, weights=published_weights(0.75))
 def mobilenet_v2_075(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 0.75, **kwargs})
 
 
-@register_model(**_SPEC, paper_macs=300e6)
+@register_model(**_SPEC, paper_macs=300e6, weights=published_weights(1.0))
 def mobilenet_v2_100(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 1.0, **kwargs})
 
 
-@register_model(**_SPEC, paper_macs=509e6)
+@register_model(**_SPEC, paper_macs=509e6, weights=published_weights(1.3))
 def mobilenet_v2_130(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 1.3, **kwargs})
 
 
-@register_model(**_SPEC, paper_macs=582e6)
+@register_model(**_SPEC, paper_macs=582e6, weights=published_weights(1.4))
 def mobilenet_v2_140(**kwargs) -> keras.Model:
     return mobilenet_v2(**{"alpha": 1.4, **kwargs})

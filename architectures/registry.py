@@ -20,6 +20,9 @@ import inspect
 from collections.abc import Callable
 
 import tf_keras as keras
+from absl import logging
+
+from architectures import pretrained as pretrained_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,8 @@ class ModelSpec:
         (ShuffleNet v1's Table 1 does), so comparisons must too.
       knobs: the family's own builder arguments (``alpha``, ``groups``, ...), which
         ``create_model`` and ``config.model.kwargs`` may set (see ``family_knobs``).
+      weights: the ImageNet weight files keras.applications publishes for the variant (None:
+        none), for ``create_model(name, pretrained="imagenet")``.
     """
 
     name: str
@@ -80,6 +85,7 @@ class ModelSpec:
     paper_params: int | None = None
     paper_macs_exclude_classifier: bool = False
     knobs: tuple[str, ...] = ()
+    weights: pretrained_weights.PublishedWeights | None = None
 
 
 # Builder arguments every family takes; the others are the family's knobs.
@@ -164,8 +170,8 @@ def get_model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, /, **overrides) -> keras.Model:
-    """Builds a registered variant.
+def create_model(name: str, /, *, pretrained: str | None = None, **overrides) -> keras.Model:
+    """Builds a registered variant, optionally starting from pretrained weights.
 
     Keyword arguments that are None never override the variant's defaults, so an unset flag
     passes through harmlessly. (For logits, pass ``classifier_activation="linear"``: a None
@@ -174,15 +180,48 @@ def create_model(name: str, /, **overrides) -> keras.Model:
 
     Args:
       name: a registered variant name (see ``list_models``).
+      pretrained: None (fresh weights), ``"imagenet"`` (the weights keras.applications publishes
+        for the variant, from the Keras cache or downloaded into it) or the path of an HDF5
+        weight file (keras.applications' layout or the model's own). Layers the weights do not
+        fit (a classifier for another ``num_classes``) start fresh; the log lists them. See
+        ``architectures.pretrained``.
       **overrides: builder keyword arguments (``input_shape``, ``num_classes``, ``include_top``,
         ``pooling``, ``dropout``, ``classifier_activation`` and the family's own knobs).
 
     Returns:
       A functional ``keras.Model`` named after the variant.
+
+    Raises:
+      ValueError: unknown name or bad arguments; ``pretrained.PretrainedWeightsError`` (a
+        ValueError) when the weights cannot be found or do not fit.
     """
     spec = get_model_spec(name)
     kwargs = {key: value for key, value in overrides.items() if value is not None}
     kwargs.setdefault("input_shape", (spec.input_size, spec.input_size, 3))
     kwargs.setdefault("num_classes", spec.num_classes)
     kwargs.setdefault("name", name)
-    return spec.builder(**kwargs)
+    if pretrained is None:
+        return spec.builder(**kwargs)
+    if spec.weights is not None:
+        for key, value in spec.weights.builder_kwargs.items():
+            if kwargs.setdefault(key, value) != value:
+                logging.warning(
+                    "%s: %s=%r differs from the %r the published weights were trained with; "
+                    "outputs will differ from %s's.",
+                    name,
+                    key,
+                    kwargs[key],
+                    value,
+                    spec.weights.source,
+                )
+    height, width = tuple(kwargs["input_shape"])[:2]
+    path = pretrained_weights.resolve(
+        pretrained,
+        spec.weights,
+        model_name=name,
+        input_size=height if height == width else None,
+        include_top=kwargs.get("include_top", True),
+    )
+    model = spec.builder(**kwargs)
+    pretrained_weights.load_weights(model, path, spec.weights, model_name=name)
+    return model

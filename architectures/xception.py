@@ -14,9 +14,11 @@ Layer names follow ``keras.applications.Xception`` (``block2_sepconv1``, ``block
 
 from __future__ import annotations
 
+import re
+
 import tf_keras as keras
 
-from architectures import common
+from architectures import common, pretrained
 from architectures.registry import INCEPTION_PREPROCESSING, register_model
 from layers import DepthwiseSeparableConv2D
 
@@ -80,6 +82,46 @@ def middle_block(x, *, block: int):
     return keras.layers.Add(name=f"block{block}_add")([x, shortcut])
 
 
+# -- keras.applications' published weights: layer names and files ----------------------------
+
+_KERAS_SAME_NAME = re.compile(r"block\d+_(conv|sepconv)\d(_bn)?")
+# keras.applications leaves the shortcut convs and their BNs unnamed (conv2d_3, ...); their
+# output widths tell them apart.
+_SHORTCUT_BLOCKS = {128: 2, 256: 3, 728: 4, 1024: 13}
+
+
+def keras_layer_name(keras_name: str, shapes) -> str | None:
+    """Our name for a layer of keras.applications' Xception: the same for named layers,
+    ``block{n}_shortcut[_bn]`` for the auto-named shortcut convs, ``classifier`` for
+    ``predictions``."""
+    if keras_name == "predictions":
+        return common.CLASSIFIER_NAME
+    if _KERAS_SAME_NAME.fullmatch(keras_name):
+        return keras_name
+    kind = re.fullmatch(r"(conv2d|batch_normalization)(_\d+)?", keras_name)
+    block = _SHORTCUT_BLOCKS.get(shapes[0][-1]) if kind and shapes else None
+    if block is None:
+        return None
+    return f"block{block}_shortcut{'_bn' if kind.group(1) == 'batch_normalization' else ''}"
+
+
+PUBLISHED_WEIGHTS = pretrained.PublishedWeights(
+    source="keras.applications.Xception()",
+    files=pretrained.weight_files(
+        base_url=pretrained.KERAS_APPLICATIONS_URL + "xception/",
+        file_name=lambda size, top: (
+            f"xception_weights_tf_dim_ordering_tf_kernels{'' if top else '_notop'}.h5"
+        ),
+        input_sizes=(299,),
+        hashes={
+            True: "0a58e3b7378bc2990ea3b43d5981f1f6",
+            False: "b0042744bf5b25fce3cb969f33bebb97",
+        },
+    ),
+    layer_name=keras_layer_name,
+)
+
+
 # -- builder (and the only variant) ------------------------------------------------------------
 
 
@@ -90,6 +132,7 @@ def middle_block(x, *, block: int):
     preprocessing=INCEPTION_PREPROCESSING,
     recipe="xception_imagenet",
     paper_params=22_855_952,
+    weights=PUBLISHED_WEIGHTS,
 )
 def xception(
     *, input_shape=(299, 299, 3), dropout: float = 0.0, name: str = "xception", **head

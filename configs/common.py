@@ -15,6 +15,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "mobilenet_v1_050"
+    # None: fresh weights; "imagenet": the weights keras.applications publishes (from the Keras
+    # cache, else downloaded into it); or the path of a weight file (architectures/pretrained.py)
+    config.model.pretrained = config_dict.placeholder(str)
     config.model.input_size = config_dict.placeholder(int)  # None: the variant's default
     config.model.dropout = config_dict.placeholder(float)  # None: the builder's default
     # The families' own builder arguments ("knobs"), settable from the command line, e.g.
@@ -22,6 +25,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # family does not have is refused, naming the family's knobs.
     config.model.kwargs = ml_collections.ConfigDict()
     config.model.kwargs.alpha = config_dict.placeholder(float)  # MobileNets: width multiplier
+    # MobileNet v1/v2: "symmetric" (XNNPACK's layout) | "same" (keras.applications' weights)
+    config.model.kwargs.stride2_padding = config_dict.placeholder(str)
+    config.model.kwargs.minimalistic = config_dict.placeholder(bool)  # MobileNet v3
     config.model.kwargs.groups = config_dict.placeholder(int)  # ShuffleNet v1
     config.model.kwargs.scale = config_dict.placeholder(float)  # ShuffleNet v1
     config.model.kwargs.stem_channels = config_dict.placeholder(int)  # ShuffleNet v1

@@ -4,6 +4,7 @@ Public API::
 
     from layers import DepthwiseSeparableConv2D, GroupConv2D, ChannelShuffle
     from layers import SpatialSeparableConv2D, LayerCost, layer_cost
+    from layers import HardSigmoid, HardSwish
 
 Every layer is registered with ``keras.saving.register_keras_serializable(package="lightnets")``,
 so ``import layers`` is all a fresh process needs to load a ``.keras`` file that uses them.
@@ -14,6 +15,7 @@ import os
 # tfmot prunes tf_keras (Keras 2) models only: make TensorFlow hand out tf_keras, before it loads.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from layers.activations import HardSigmoid, HardSwish  # noqa: E402
 from layers.channel_shuffle import ChannelShuffle  # noqa: E402
 from layers.channel_split import ChannelSplit  # noqa: E402
 from layers.cost import LayerCost, layer_cost  # noqa: E402
@@ -26,6 +28,8 @@ __all__ = [
     "ChannelSplit",
     "DepthwiseSeparableConv2D",
     "GroupConv2D",
+    "HardSigmoid",
+    "HardSwish",
     "LayerCost",
     "SpatialSeparableConv2D",
     "layer_cost",

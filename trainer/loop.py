@@ -79,6 +79,9 @@ def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
 def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_epoch, total):
     model = architectures.create_model(
         config.model.name,
+        # A resumed run's checkpoint overwrites the weights: needing the file (or the network)
+        # again would only fail a resume that has what it needs.
+        pretrained=None if resuming else config.model.pretrained,
         input_shape=(image_size, image_size, 3),
         num_classes=num_classes,
         dropout=config.model.dropout,

@@ -16,6 +16,7 @@ from architectures import create_model, get_model_spec
 FAMILY_VARIANTS = (
     "mobilenet_v1_025",
     "mobilenet_v2_035",
+    "mobilenet_v3_small_075",
     "fd_mobilenet_025",
     "shufflenet_v1_g3_050",
     "shufflenet_v2_050",

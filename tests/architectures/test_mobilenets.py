@@ -75,3 +75,17 @@ def test_bad_width_and_size_are_refused_by_name(builder):
         builder(input_shape=(32, 32, 3), alpha=0)
     with pytest.raises(ValueError, match=r"at least 32x32"):
         builder(input_shape=(31, 64, 3))
+
+
+@pytest.mark.parametrize("builder", [mobilenet_v1, mobilenet_v2])
+def test_same_stride2_padding_is_keras_applications_layout(builder):
+    """``stride2_padding="same"``: no padding layers, as keras.applications pads at even sizes
+    (the published weights need it; ``test_pretrained.py`` checks the outputs)."""
+    symmetric = builder(input_shape=(32, 32, 3), alpha=0.25)
+    same = builder(input_shape=(32, 32, 3), alpha=0.25, stride2_padding="same")
+    pads = [layer for layer in symmetric.layers if isinstance(layer, keras.layers.ZeroPadding2D)]
+    assert len(pads) == 5  # one per stride-2 layer
+    assert not any(isinstance(layer, keras.layers.ZeroPadding2D) for layer in same.layers)
+    assert same.count_params() == symmetric.count_params()
+    with pytest.raises(ValueError, match="stride2_padding must be one of.*'valid'"):
+        builder(input_shape=(32, 32, 3), stride2_padding="valid")

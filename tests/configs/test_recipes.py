@@ -19,6 +19,7 @@ RECIPES = sorted(
 FAMILIES = (
     "mobilenet_v1",
     "mobilenet_v2",
+    "mobilenet_v3",
     "shufflenet_v1",
     "shufflenet_v2",
     "fd_mobilenet",

@@ -47,6 +47,11 @@ def _split_rejoin(inputs, layer):
     return keras.layers.Conv2D(6, 1, name="after_split")(keras.layers.Concatenate()(parts[::-1]))
 
 
+def _after_conv(inputs, layer):
+    """Behind a conv with a bias, so that its input spans the kinks at -3 and 3."""
+    return layer(keras.layers.Conv2D(6, 3, name="before_activation")(inputs))
+
+
 def _shuffle_between_convs(inputs, layer):
     x = keras.layers.Conv2D(12, 1, name="before_shuffle")(inputs)
     return keras.layers.Conv2D(6, 1, name="after_shuffle")(layer(x))
@@ -114,6 +119,8 @@ CASES = [
     ),
     Case("shuffle", lambda n: layers.ChannelShuffle(3, name=n), (6, 6, 4), _shuffle_between_convs),
     Case("split", lambda n: layers.ChannelSplit(3, name=n), (5, 5, 6), _split_rejoin),
+    Case("hard-swish", lambda n: layers.HardSwish(name=n), (5, 5, 3), _after_conv),
+    Case("hard-sigmoid", lambda n: layers.HardSigmoid(name=n), (5, 5, 3), _after_conv),
 ]
 IDS = [case.id for case in CASES]
 LAYER = "layer"
