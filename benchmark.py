@@ -20,6 +20,10 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from deploy import console  # noqa: E402  (imports no TensorFlow)
+
+console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
+
 COMMANDS = ("cost", "layers", "throughput", "profile", "cost_vs_time", "pipeline", "sparse")
 
 

@@ -26,6 +26,10 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from deploy import console  # noqa: E402  (imports no TensorFlow)
+
+console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
+
 import json  # noqa: E402
 
 from absl import app, flags  # noqa: E402

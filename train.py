@@ -8,7 +8,10 @@ digits) into ``runs/<date-time>-<model>-<data>``. Running the same command with 
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from deploy import console  # noqa: E402  (imports no TensorFlow)
+
+console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
 
 import datetime  # noqa: E402
 import logging  # noqa: E402

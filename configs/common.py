@@ -63,7 +63,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3
     config.train.best_metric = "val_top1"
-    config.train.verbose = 1
+    # Keras progress: None = a bar on a terminal, one line per epoch otherwise (logs, nohup, CI).
+    config.train.verbose = config_dict.placeholder(int)
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"  # sgd | rmsprop | adam | adamw
@@ -115,7 +116,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.pruning.dense_reference = ""
 
     config.export = ml_collections.ConfigDict()
-    config.export.formats = "keras,saved_model"  # at the end of training
+    # At the end of training; the float TFLite file is what a phone runs (docs/deploy.md).
+    config.export.formats = "keras,saved_model,tflite"
 
     config.init_checkpoint = ""  # warm start from another run's workdir or checkpoint
     return config

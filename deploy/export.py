@@ -29,8 +29,10 @@ top-1 within 1 point of the float model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -126,7 +128,7 @@ def export_model(
             # signatures stay traced, and Keras reloads layers from their configs. Traced for
             # any TensorFlow kernel set, so a SavedModel written where oneDNN runs still serves
             # where it does not.
-            with conv_ops.tracing_for("any_tf"):
+            with conv_ops.tracing_for("any_tf"), _without_compile_warning():
                 model.save(path, save_format="tf", signatures=signatures, save_traces=False)
         else:
             flatbuffer = tflite.convert(
@@ -136,6 +138,24 @@ def export_model(
                 f.write(flatbuffer)
         paths[name] = path
     return paths
+
+
+class _DropCompileWarning(logging.Filter):
+    """tf_keras warns that "the compiled metrics have yet to be built" on saving any model that
+    was never compiled, which every exported model is: the line says nothing to a user."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Compiled the loaded model, but the compiled")
+
+
+@contextlib.contextmanager
+def _without_compile_warning():
+    logger, drop = logging.getLogger("tensorflow"), _DropCompileWarning()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _without_optimizer(model: keras.Model) -> keras.Model:
@@ -250,6 +270,29 @@ def check_parity(
             ok = top1 >= floor - 1e-9
         rows.append(ParityRow(name, paths[name], _size(paths[name]), top1, max_diff, criterion, ok))
     return rows
+
+
+def describe_exports(paths: dict[str, str], *, latency_iterations: int = 20) -> dict:
+    """What each exported file weighs and, for TFLite files, how fast it runs.
+
+    Args:
+      paths: ``export_model``'s format -> path.
+      latency_iterations: timed invokes per TFLite file (median; batch 1, LiteRT's default
+        threads, XNNPACK), after a warm-up.
+
+    Returns:
+      ``{format: {"path", "bytes"[, "latency_ms_b1"]}}``, in ``FORMATS`` order.
+    """
+    described = {}
+    for name in sorted(paths, key=FORMATS.index):
+        entry = {"path": paths[name], "bytes": _size(paths[name])}
+        if name in TFLITE_MODES:
+            runner = tflite.Runner(paths[name])
+            entry["latency_ms_b1"] = metrics.measure_latency_ms(
+                runner, runner.input_shape, 1, iterations=latency_iterations
+            )
+        described[name] = entry
+    return described
 
 
 def parity_table(rows: Sequence[ParityRow]) -> str:

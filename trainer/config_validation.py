@@ -79,7 +79,7 @@ def validate(config) -> None:
     validation.check_range(config, "train.checkpoint_every_steps", low=0)
     validation.check_range(config, "train.keep_checkpoints", low=1)
     validation.check_choice(config, "train.best_metric", BEST_METRICS)
-    validation.check_choice(config, "train.verbose", (0, 1, 2))
+    validation.check_choice(config, "train.verbose", (None, 0, 1, 2))
 
     validation.check_choice(config, "optim.name", optim.OPTIMIZERS)
     validation.check_choice(config, "optim.schedule", optim.SCHEDULES)

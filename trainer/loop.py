@@ -18,11 +18,11 @@ from absl import logging
 
 import architectures
 from compression import pruning
-from deploy import export
+from deploy import console, export
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
-from trainer import checkpoints, config_validation, data, model_data, optim, runtime
+from trainer import checkpoints, config_validation, data, model_data, optim, runtime, summary
 
 # Images handed to the int8 TFLite converter to calibrate activation ranges.
 _REPRESENTATIVE_IMAGES = 256
@@ -174,7 +174,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         validation_data=val,
         validation_steps=config.train.eval_steps,
         callbacks=callbacks,
-        verbose=config.train.verbose,
+        verbose=console.progress_verbosity(config.train.verbose),
     )
     epoch, offset = divmod(state.step, steps_per_epoch)
     if offset and epoch < epochs:
@@ -248,20 +248,13 @@ def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, sp
         )
         metrics["pruning"] = export.pruning_report(pruning.strip(model), dense, config.pruning)
     metrics["export"] = {name: os.path.relpath(p, out.root) for name, p in paths.items()}
+    metrics["summary"] = summary.build(model, paths, out.root, image_size=image_size)
     if tf.io.gfile.exists(out.best_json):
         metrics["best"] = read_json(out.best_json)
     write_json(out.metrics_json, metrics)
     if rows:
         cbs.plot_curves(rows, out.curves_png)
     logging.info("Evaluation and export took %.1f s.", time.perf_counter() - started)
-    final = metrics["final"]
-    if out.root != run.root:  # a non-chief worker: its files were scratch
-        return metrics
-    print(
-        f"Finished {final['epochs']} epochs ({final['steps']} steps): val_top1="
-        f"{final['val_top1']:.4f} val_top5={final['val_top5']:.4f} val_loss="
-        f"{final['val_loss']:.4f}. Metrics in {run.metrics_json}; "
-        f"model exported to {run.export} ({', '.join(paths)}).",
-        flush=True,
-    )
+    if out.root == run.root:  # a non-chief worker's files were scratch: it says nothing
+        print(summary.format_summary(metrics, run.root), flush=True)
     return metrics

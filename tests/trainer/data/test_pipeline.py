@@ -2,6 +2,7 @@
 
 import io
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -327,14 +328,8 @@ def test_bad_sources_fail_with_clear_errors(folder, tmp_path):
         build(min_crop_area=0.0)
 
 
-def test_tfds_without_the_package_names_the_install_command():
-    pytest.importorskip("trainer.data.sources")
-    try:
-        import tensorflow_datasets  # noqa: F401
-
-        pytest.skip("tensorflow-datasets is installed")
-    except ImportError:
-        pass
+def test_tfds_without_the_package_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if absent
     with pytest.raises(ImportError, match="pip install tensorflow-datasets"):
         data.build_datasets(
             data_config(source="tfds:mnist"), image_size=8, preprocessing=PREP, batch_size=4
