@@ -24,6 +24,7 @@ from absl import flags  # noqa: E402
 import architectures  # noqa: E402
 from architectures.cost import model_cost  # noqa: E402
 from bench import report, timing  # noqa: E402
+from deploy.plotting import pyplot  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -111,10 +112,7 @@ def format_table(rows: list[dict], peak: float) -> str:
 
 def plot(rows: list[dict], peak: float, path: str) -> None:
     """Log-log MACs vs latency, one colour per family, with the peak-throughput line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for family in sorted({r["family"] for r in rows}):

@@ -30,6 +30,7 @@ from absl import flags, logging  # noqa: E402
 import layers as lightnets  # noqa: E402
 from bench import common, report, timing  # noqa: E402
 from deploy import tflite  # noqa: E402
+from deploy.plotting import pyplot  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 32, "Images per call.")
@@ -200,10 +201,7 @@ def format_tables(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: str) -> None:
     """MACs ratio against time ratio (log-log) for the conv-type comparison."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 6))
     shapes = sorted({r.shape for r in rows if r.table == "comparison"})

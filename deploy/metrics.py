@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from deploy.plotting import pyplot
+
 _EPSILON = 1e-7  # Keras's backend epsilon: the clip for log(0)
 _PROBABILITY_TOLERANCE = 0.05
 
@@ -174,10 +176,7 @@ def write_confusion_png(
 ) -> None:
     """Saves the confusion matrix as a PNG heat map (counts written in when there are ≤ 20
     classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     num_classes = confusion.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from deploy.fileio import read_json, write_atomic, write_json
+from deploy.plotting import pyplot
 from deploy.workdir import Workdir
 from trainer.checkpoints import CheckpointState
 
@@ -152,10 +153,7 @@ class BestModel(keras.callbacks.Callback):
 
 def plot_curves(rows: list[dict], path: str) -> None:
     """Loss and accuracy per epoch (train and validation) as a PNG, with matplotlib's Agg."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     epochs = [row["epoch"] for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
