@@ -31,6 +31,7 @@ import layers as lightnets  # noqa: E402
 from bench import common, report, timing  # noqa: E402
 from deploy import tflite  # noqa: E402
 from deploy.plotting import pyplot  # noqa: E402
+from layers import conv_ops  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", 32, "Images per call.")
@@ -69,13 +70,21 @@ class Row:
     tflite_ratio: float | None = None
 
 
+def group_implementations() -> tuple[str, ...]:
+    """The GroupConv2D formulations this process can run: ``native`` needs a grouped kernel
+    with gradients (oneDNN or a GPU), which the layer refuses to use elsewhere."""
+    if conv_ops.supports("grouped_conv"):
+        return GROUP_IMPLEMENTATIONS
+    return tuple(name for name in GROUP_IMPLEMENTATIONS if name != "native")
+
+
 def shufflenet_candidates(channels_in, channels_out, groups):
     """Name -> layer for one grouped 1×1 shape; the first is the baseline."""
     candidates = {"dense 1×1 Conv2D": keras.layers.Conv2D(channels_out, 1, use_bias=False)}
     candidates[f"Keras Conv2D(groups={groups})"] = keras.layers.Conv2D(
         channels_out, 1, groups=groups, use_bias=False
     )
-    for implementation in GROUP_IMPLEMENTATIONS:
+    for implementation in group_implementations():
         label = "split-concat" if implementation == "split" else implementation
         candidates[f"GroupConv2D {label}"] = lightnets.GroupConv2D(
             channels_out, 1, groups, use_bias=False, implementation=implementation

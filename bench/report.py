@@ -21,11 +21,15 @@ def machine_description() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
+    from layers import conv_ops
+
     gpus = tf.config.list_physical_devices("GPU")
     device = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
+    kernels = "oneDNN" if conv_ops.onednn_enabled() else "Eigen (no oneDNN)"
     return (
-        f"{cpu}, {os.cpu_count()} cores, {device}; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}; {datetime.date.today().isoformat()}"
+        f"{cpu}, {os.cpu_count()} cores, {device}, {kernels} CPU kernels; "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}; "
+        f"{datetime.date.today().isoformat()}"
     )
 
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from layers import conv_ops
 from tests.bench.cli import run_benchmark
 
 
@@ -26,7 +27,6 @@ def test_quick_run_prints_both_tables_and_writes_docs(tmp_path):
         "dense 1×1 Conv2D",
         "Keras Conv2D(groups=3)",
         "GroupConv2D auto",
-        "GroupConv2D native",
         "GroupConv2D split-concat",
         "GroupConv2D matmul",
         "ChannelShuffle(3)",
@@ -37,6 +37,9 @@ def test_quick_run_prints_both_tables_and_writes_docs(tmp_path):
         "grouped 1×1 G=2",
     ):
         assert expected in names, (expected, sorted(names))
+    # The explicit native formulation runs only where the kernels can train it (the subprocess
+    # shares this process's kernel set): timed there, left out (not failed) elsewhere.
+    assert ("GroupConv2D native" in names) == conv_ops.supports("grouped_conv"), sorted(names)
     by_name = {(cells[0].strip(), cells[1].strip()): cells for cells in rows}
     # 2×8×8×24→48 comparison shape: grouped 3×3 G=4 has a quarter of the standard 3×3's MACs.
     shape = "2×8×8×24→48"
