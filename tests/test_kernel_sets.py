@@ -3,8 +3,9 @@
 TensorFlow switches its oneDNN kernels on by default only on CPUs with AVX-512/AMX; elsewhere
 (most AVX2 CPUs) the Eigen kernels run, with other limits (grouped-conv gradients, fused ops,
 unequal depthwise strides, dilated-conv gradients). The suite runs on whichever set this machine
-defaults to; this test re-runs the kernel-sensitive tests in a subprocess with
-``TF_ENABLE_ONEDNN_OPTS`` flipped, so a machine of either kind checks both.
+defaults to; this test re-runs the kernel-sensitive tests in subprocesses with
+``TF_ENABLE_ONEDNN_OPTS`` flipped, so a machine of either kind checks both. One subprocess per
+path, so pytest-xdist's workers share them.
 """
 
 import os
@@ -22,14 +23,15 @@ _LEG = "LIGHTNETS_OTHER_KERNEL_SET"
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(os.environ.get(_LEG)), reason="already the other kernel set")
-def test_kernel_sensitive_tests_pass_under_the_other_kernel_set():
+@pytest.mark.parametrize("path", KERNEL_SENSITIVE)
+def test_kernel_sensitive_tests_pass_under_the_other_kernel_set(path):
     other = "0" if conv_ops.onednn_enabled() else "1"
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=other, **{_LEG: "1"})
     env.pop("PYTEST_XDIST_WORKER", None)
     # The fresh-process and TFLite checks do not depend on the training kernels: skip them here.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
     result = subprocess.run(
-        [*command, *KERNEL_SENSITIVE],
+        [*command, path],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
