@@ -106,7 +106,7 @@ def shufflenet_imagenet(model_name: str):
     return config
 
 
-def shapes_segmentation(model_name: str, *, image_size: int = 64, epochs: int = 16):
+def shapes_segmentation(model_name: str, *, image_size: int = 64, epochs: int = 24):
     """The synthetic shapes scenes (no download): a DeepLab model from scratch on a CPU.
 
     1,200 seeded scenes (960 to train, 240 to validate) at ``image_size``, Adam with warmup and

@@ -3,7 +3,7 @@
 Sources (``config.data.source``):
 
 * ``shapes``: seeded synthetic scenes, no download. Circles, squares and triangles (classes 1-3,
-  0 is background) of varied sizes and colours, overlapping, on textured noisy backgrounds;
+  0 is background) of varied sizes and noisy colours, overlapping, on textured noisy backgrounds;
   masks are exact (a pixel belongs to the topmost shape covering its centre).
   ``data.synthetic_examples`` scenes, ``data.val_fraction`` of them for validation.
 * ``segfolder:<dir>``: real data in the PASCAL VOC layout: ``JPEGImages/<id>.jpg`` and
@@ -108,18 +108,21 @@ def _shape_mask(kind: int, size: int, cy: float, cx: float, radius: float, angle
 def shapes_scene(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One seeded scene: uint8 image ``[S, S, 3]`` and uint8 mask ``[S, S]`` (labels 0-3).
 
-    2 to 5 shapes with radii from 8 % to 25 % of the side, at any position (overlapping, partly
-    outside), each filled with its own texture; later shapes are drawn on top.
+    2 to 5 shapes with radii from 12 % to 25 % of the side, at any position (overlapping, partly
+    outside), each of its own noisy colour; later shapes are drawn on top.
     """
     rng = np.random.default_rng(seed)
     image = _texture(rng, size)
     mask = np.zeros((size, size), np.uint8)
     for _ in range(rng.integers(2, 6)):
         kind = int(rng.integers(1, len(SHAPE_CLASSES)))
-        radius = rng.uniform(0.08, 0.25) * size
+        radius = rng.uniform(0.12, 0.25) * size
         cy, cx = rng.uniform(0.1, 0.9, 2) * size
         inside = _shape_mask(kind, size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        image[inside] = _texture(rng, size)[inside]
+        # A flat random colour with its own noise: shapes differ from the background by their
+        # outline and fill, and from each other only by their outline (colours are not classes).
+        fill = rng.uniform(0, 255, 3) + rng.normal(0, rng.uniform(3, 15), (size, size, 3))
+        image[inside] = np.clip(fill, 0, 255)[inside]
         mask[inside] = kind
     return image.astype(np.uint8), mask
 
