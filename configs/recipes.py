@@ -106,7 +106,7 @@ def shufflenet_imagenet(model_name: str):
     return config
 
 
-def shapes_segmentation(model_name: str, *, image_size: int = 64, epochs: int = 24):
+def shapes_segmentation(model_name: str, *, image_size: int = 64, epochs: int = 30):
     """The synthetic shapes scenes (no download): a DeepLab model from scratch on a CPU.
 
     1,200 seeded scenes (960 to train, 240 to validate) at ``image_size``, Adam with warmup and
@@ -126,7 +126,7 @@ def shapes_segmentation(model_name: str, *, image_size: int = 64, epochs: int = 
     config.train.batch_size = 16
     config.train.best_metric = "val_miou"
     config.optim.name = "adam"
-    config.optim.learning_rate = 2e-3
+    config.optim.learning_rate = 4e-3
     config.optim.base_batch_size = 16
     config.optim.schedule = "cosine"
     config.optim.warmup_epochs = 1.0

@@ -108,15 +108,15 @@ def _shape_mask(kind: int, size: int, cy: float, cx: float, radius: float, angle
 def shapes_scene(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One seeded scene: uint8 image ``[S, S, 3]`` and uint8 mask ``[S, S]`` (labels 0-3).
 
-    2 to 5 shapes with radii from 12 % to 25 % of the side, at any position (overlapping, partly
+    1 to 4 shapes with radii from 15 % to 30 % of the side, at any position (overlapping, partly
     outside), each of its own noisy colour; later shapes are drawn on top.
     """
     rng = np.random.default_rng(seed)
     image = _texture(rng, size)
     mask = np.zeros((size, size), np.uint8)
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(1, 5)):
         kind = int(rng.integers(1, len(SHAPE_CLASSES)))
-        radius = rng.uniform(0.12, 0.25) * size
+        radius = rng.uniform(0.15, 0.3) * size
         cy, cx = rng.uniform(0.1, 0.9, 2) * size
         inside = _shape_mask(kind, size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
         # A flat random colour with its own noise: shapes differ from the background by their
