@@ -17,7 +17,9 @@ PATH (``--model``, repeatable, comma-separated, globs allowed) is one of:
 
 Prints a table (or, with ``--json``, one JSON object per model per line on stdout, with keys
 ``model, top1, top5, loss, examples, latency_ms_b1, latency_ms_bN, per_class, ...``; accuracies
-are fractions). Latency is the median wall time of one call on random inputs, in milliseconds per
+are fractions). Segmentation models (data ``shapes`` or ``segfolder:<dir>``) report ``miou,
+pixel_accuracy, per_class_iou, loss, pixels`` instead of the top-k keys, and ``--overlay_dir``
+writes overlay PNGs (image | ground truth | prediction) of the first validation images. Latency is the median wall time of one call on random inputs, in milliseconds per
 batch, at batch 1 and at ``--batch_size``. Exits 1 if any model failed, after trying them all.
 """
 
@@ -64,6 +66,12 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("seed", 0, "Data seed for a model outside a workdir (synthetic data).")
 flags.DEFINE_integer("latency_iterations", 20, "Timed calls per latency figure (median).")
+flags.DEFINE_string(
+    "overlay_dir",
+    "",
+    "Segmentation: write overlay PNGs (image | ground truth | prediction) of the first "
+    "validation images here (with several models: DIR/<i>/ for the i-th).",
+)
 flags.mark_flag_as_required("model")
 
 PER_CLASS_MAX = 20  # beyond this many classes the table omits per-class accuracy (see --json)
@@ -76,8 +84,40 @@ def _confusion_path(index: int, count: int) -> str:
     return f"{stem}_{index}{extension or '.png'}"
 
 
+def _print_segmentation_table(results: list[dict]) -> None:
+    from deploy.metrics import markdown_table
+
+    headers = ("model", "kind", "images", "mIoU (%)", "pixel acc. (%)", "loss", "ms @1")
+    rows = (
+        (
+            r["model"],
+            r["kind"],
+            r["examples"],
+            f"{100 * r['miou']:.2f}",
+            f"{100 * r['pixel_accuracy']:.2f}",
+            f"{r['loss']:.4f}",
+            f"{r['latency_ms_b1']:.2f}",
+        )
+        for r in results
+    )
+    print(markdown_table(headers, rows))
+    for r in results:
+        cells = ", ".join(
+            f"{name}: {'-' if iou is None else f'{100 * iou:.1f}'}"
+            for name, iou in r["per_class_iou"].items()
+        )
+        print(f"per-class IoU (%) of {r['model']}: {cells}")
+
+
 def _print_table(results: list[dict]) -> None:
     from deploy.metrics import markdown_table
+
+    segmentation = [r for r in results if "miou" in r]
+    if segmentation:
+        _print_segmentation_table(segmentation)
+    results = [r for r in results if "miou" not in r]
+    if not results:
+        return
 
     headers = (
         "model",
@@ -140,10 +180,14 @@ def main(argv):
                 batch_size=FLAGS.batch_size,
                 seed=FLAGS.seed,
             )
+            overlay_dir = FLAGS.overlay_dir
+            if overlay_dir and len(paths) > 1:
+                overlay_dir = os.path.join(overlay_dir, str(index))
             result, confusion = model_data.evaluate(
                 model_and_data,
                 latency_batch_size=FLAGS.batch_size,
                 latency_iterations=FLAGS.latency_iterations,
+                overlay_dir=overlay_dir,
             )
         except (FileNotFoundError, ValueError) as error:
             failed += 1

@@ -23,6 +23,7 @@ from architectures.registry import (  # noqa: E402
 
 # Family modules (each registers its variants). Keep this list in sync with the files.
 from architectures import (  # noqa: E402, F401  isort: skip
+    deeplab,
     fd_mobilenet,
     mobilenet_v1,
     mobilenet_v2,

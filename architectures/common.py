@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import tf_keras as keras
 
-from layers import HardSigmoid, HardSwish
+from layers import AtrousDepthwiseConv2D, HardSigmoid, HardSwish
 
 # The input layer of every model. Models saved before it was shared call it "input" (ResNet,
 # ShuffleNet, Xception): their SavedModel signatures and .keras files still load (tested).
@@ -96,6 +96,43 @@ def check_stride2_padding(value, *, model_name: str) -> str:
     return value
 
 
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def output_stride_plan(strides, output_stride: int, *, model_name: str) -> list[tuple[int, int]]:
+    """``(stride, dilation)`` per layer so the features end at ``output_stride`` (atrous stages).
+
+    DeepLab's rule (slim's ``mobilenet.py`` and ``resnet_utils.py``): once the stride so far has
+    reached ``output_stride``, a strided layer runs at stride 1 with the dilation so far, and every
+    layer after it is dilated by that stride more. Spatial resolution is kept; the receptive field
+    grows as it would have.
+
+    Args:
+      strides: the strides of the network's downsampling points, in order (the stem included).
+      output_stride: one of ``OUTPUT_STRIDES``; 32 (the product of the strides) changes nothing.
+      model_name: for the error message.
+
+    Returns:
+      ``[(stride, dilation), ...]``, one per entry of ``strides``.
+
+    Raises:
+      ValueError: ``output_stride`` is not one of ``OUTPUT_STRIDES``.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"{model_name}: output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}."
+        )
+    plan, current, dilation = [], 1, 1
+    for stride in strides:
+        if current >= output_stride and stride > 1:
+            plan.append((1, dilation))
+            dilation *= stride
+        else:
+            plan.append((stride, dilation))
+            current *= stride
+    return plan
+
+
 def batch_norm(x, *, name: str, momentum: float = 0.99, epsilon: float = 1e-3):
     """BatchNormalization over the channel axis (channels-last everywhere in lightnets)."""
     return keras.layers.BatchNormalization(axis=-1, momentum=momentum, epsilon=epsilon, name=name)(
@@ -165,17 +202,27 @@ def depthwise_bn_act(
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1e-3,
     stride2_padding: str = "symmetric",
+    dilation_rate: int = 1,
 ):
     """[pad] -> DepthwiseConv2D (no bias) -> BN -> activation.
 
     Named ``{name}_pad`` (stride 2 with symmetric padding only), ``{name}``, ``{name}_bn``,
-    ``{name}_{act}``. Cost: MACs ``k·k·C·H_out·W_out``; params ``k·k·C + 2C``.
+    ``{name}_{act}``. ``dilation_rate`` > 1 (stride 1 only) is the atrous form DeepLab runs the
+    last stages with (``output_stride_plan``). Cost: MACs ``k·k·C·H_out·W_out``; params
+    ``k·k·C + 2C``.
     """
     x, padding = pad_for_stride(
         x, kernel_size, strides, name=f"{name}_pad", stride2_padding=stride2_padding
     )
-    x = keras.layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+    # Dilated: the subclass whose dilation converts to one TFLite op (same weights and config).
+    depthwise = AtrousDepthwiseConv2D if dilation_rate > 1 else keras.layers.DepthwiseConv2D
+    x = depthwise(
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation_rate,
+        use_bias=False,
+        name=name,
     )(x)
     x = batch_norm(x, name=f"{name}_bn", momentum=bn_momentum, epsilon=bn_epsilon)
     return activation(x, activation_fn, name=f"{name}_{activation_fn}")

@@ -23,6 +23,7 @@ from architectures.common import (
     conv_bn_act,
     depthwise_bn_act,
     make_divisible,
+    output_stride_plan,
     pad_for_stride,
 )
 from architectures.registry import INCEPTION_PREPROCESSING, family_knobs, register_model
@@ -64,12 +65,13 @@ def inverted_residual(
     strides: int,
     block_id: int,
     stride2_padding: str = "symmetric",
+    dilation_rate: int = 1,
 ):
     """1×1 expand -> BN -> ReLU6 -> dw 3×3 -> BN -> ReLU6 -> 1×1 project -> BN [-> add].
 
     With ``expansion == 1`` there is no expand conv. Layers are named ``block_{id}_expand``,
     ``block_{id}_depthwise``, ``block_{id}_project`` (each with ``_bn`` and activation) and
-    ``block_{id}_add``.
+    ``block_{id}_add``. ``dilation_rate`` dilates the depthwise conv (atrous stages, stride 1).
 
     Shapes: ``[B, H, W, M] -> [B, ceil(H/s), ceil(W/s), filters]``.
     Cost (``E = t·M``): MACs ``M·E·H·W + 9·E·H'·W' + E·filters·H'·W'`` (no first term when
@@ -88,6 +90,7 @@ def inverted_residual(
         activation_fn="relu6",
         name=f"{prefix}_depthwise",
         stride2_padding=stride2_padding,
+        dilation_rate=dilation_rate,
         **_BN,
     )
     y = conv_bn_act(y, filters, 1, activation_fn=None, name=f"{prefix}_project", **_BN)
@@ -106,6 +109,7 @@ def mobilenet_v2(
     alpha: float = 1.0,
     dropout: float = 0.2,
     stride2_padding: str = "symmetric",
+    output_stride: int = 32,
     name: str = "mobilenet_v2",
     **head,
 ) -> keras.Model:
@@ -118,6 +122,9 @@ def mobilenet_v2(
       stride2_padding: ``"symmetric"`` (XNNPACK's sparse-inference layout) or ``"same"``
         (keras.applications' layout, which its published weights need; ``create_model`` picks it
         when loading them).
+      output_stride: 32, or 16 / 8 for dense prediction: the last stride-2 stages run at stride
+        1 with dilated depthwise convs (``common.output_stride_plan``, DeepLab's rule); the
+        layers and weights are the same.
       name: the model name.
       **head: ``input_shape`` (at least 32×32), ``num_classes``, ``include_top``, ``pooling``,
         ``classifier_activation`` (see ``common.classifier``).
@@ -130,6 +137,13 @@ def mobilenet_v2(
         raise ValueError(f"{name}: alpha must be > 0, got {alpha!r}.")
 
     check_stride2_padding(stride2_padding, model_name=name)
+    block_strides = [
+        first_stride if repeat == 0 else 1
+        for _, _, repeats, first_stride in BLOCKS
+        for repeat in range(repeats)
+    ]
+    # The stem's stride comes first; it is never dilated (the stride so far is 1).
+    plan = output_stride_plan([2, *block_strides], output_stride, model_name=name)[1:]
 
     def backbone(inputs):
         x, padding = pad_for_stride(inputs, 3, 2, name="stem_pad", stride2_padding=stride2_padding)
@@ -144,15 +158,17 @@ def mobilenet_v2(
             **_BN,
         )
         block_id = 0
-        for expansion, channels, repeats, first_stride in BLOCKS:
-            for repeat in range(repeats):
+        for expansion, channels, repeats, _ in BLOCKS:
+            for _ in range(repeats):
+                strides, dilation = plan[block_id]
                 x = inverted_residual(
                     x,
                     bottleneck_channels(channels, alpha),
                     expansion=expansion,
-                    strides=first_stride if repeat == 0 else 1,
+                    strides=strides,
                     block_id=block_id,
                     stride2_padding=stride2_padding,
+                    dilation_rate=dilation,
                 )
                 block_id += 1
         head_filters = make_divisible(HEAD_FILTERS * alpha, 8) if alpha > 1.0 else HEAD_FILTERS

@@ -50,6 +50,9 @@ INCEPTION_PREPROCESSING = Preprocessing()
 IMAGENET_PREPROCESSING = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
+TASKS = ("classification", "segmentation")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A registered variant and everything the trainer and evaluation read from it.
@@ -71,6 +74,8 @@ class ModelSpec:
         ``create_model`` and ``config.model.kwargs`` may set (see ``family_knobs``).
       weights: the ImageNet weight files keras.applications publishes for the variant (None:
         none), for ``create_model(name, pretrained="imagenet")``.
+      task: one of ``TASKS``: ``classification`` models map images to ``[B, num_classes]``,
+        ``segmentation`` models to per-pixel ``[B, H, W, num_classes]`` logits.
     """
 
     name: str
@@ -86,6 +91,7 @@ class ModelSpec:
     paper_macs_exclude_classifier: bool = False
     knobs: tuple[str, ...] = ()
     weights: pretrained_weights.PublishedWeights | None = None
+    task: str = "classification"
 
 
 # Builder arguments every family takes; the others are the family's knobs.

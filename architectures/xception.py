@@ -36,13 +36,23 @@ MIN_INPUT_SIZE = 7
 # -- blocks -------------------------------------------------------------------------------------
 
 
-def _sepconv_bn(x, filters: int, *, name: str):
+def _sepconv_bn(x, filters: int, *, name: str, dilation_rate: int = 1):
     """DepthwiseSeparableConv2D 3×3 (no bias, nothing between its two steps) → BN."""
-    x = DepthwiseSeparableConv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+    x = DepthwiseSeparableConv2D(
+        filters, 3, padding="same", dilation_rate=dilation_rate, use_bias=False, name=name
+    )(x)
     return common.batch_norm(x, name=f"{name}_bn")
 
 
-def downsampling_block(x, channels: tuple[int, int], *, pre_activation: bool, block: int):
+def downsampling_block(
+    x,
+    channels: tuple[int, int],
+    *,
+    pre_activation: bool,
+    block: int,
+    strides: int = 2,
+    dilation_rate: int = 1,
+):
     """[ReLU] → sepconv → BN → ReLU → sepconv → BN → max-pool 3×3/2, + 1×1/2 conv → BN.
 
     Args:
@@ -50,27 +60,29 @@ def downsampling_block(x, channels: tuple[int, int], *, pre_activation: bool, bl
       channels: output channels of the two separable convolutions.
       pre_activation: whether the block opens with a ReLU (all but entry block 2).
       block: block number, the layer-name prefix ``block{n}_``.
+      strides: 2, or 1 in an atrous stage (pool and shortcut keep the resolution).
+      dilation_rate: dilation of the separable convolutions (atrous stages).
 
     Returns:
-      ``(B, ceil(H / 2), ceil(W / 2), channels[1])``.
+      ``(B, ceil(H / s), ceil(W / s), channels[1])``.
 
     Cost: MACs ``H·W·(C_in·(9 + c_1) + c_1·(9 + c_2)) + H'·W'·C_in·c_2`` (shortcut).
     """
     prefix = f"block{block}"
     shortcut = keras.layers.Conv2D(
-        channels[1], 1, strides=2, padding="same", use_bias=False, name=f"{prefix}_shortcut"
+        channels[1], 1, strides=strides, padding="same", use_bias=False, name=f"{prefix}_shortcut"
     )(x)
     shortcut = common.batch_norm(shortcut, name=f"{prefix}_shortcut_bn")
     if pre_activation:
         x = common.activation(x, "relu", name=f"{prefix}_sepconv1_act")
-    x = _sepconv_bn(x, channels[0], name=f"{prefix}_sepconv1")
+    x = _sepconv_bn(x, channels[0], name=f"{prefix}_sepconv1", dilation_rate=dilation_rate)
     x = common.activation(x, "relu", name=f"{prefix}_sepconv2_act")
-    x = _sepconv_bn(x, channels[1], name=f"{prefix}_sepconv2")
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{prefix}_pool")(x)
+    x = _sepconv_bn(x, channels[1], name=f"{prefix}_sepconv2", dilation_rate=dilation_rate)
+    x = keras.layers.MaxPooling2D(3, strides=strides, padding="same", name=f"{prefix}_pool")(x)
     return keras.layers.Add(name=f"{prefix}_add")([x, shortcut])
 
 
-def middle_block(x, *, block: int):
+def middle_block(x, *, block: int, dilation_rate: int = 1):
     """Three [ReLU → sepconv 728 → BN] with an identity shortcut; shape unchanged.
 
     Cost: MACs ``3·H·W·728·(9 + 728)``.
@@ -78,7 +90,9 @@ def middle_block(x, *, block: int):
     shortcut = x
     for i in range(1, 4):
         x = common.activation(x, "relu", name=f"block{block}_sepconv{i}_act")
-        x = _sepconv_bn(x, MIDDLE_CHANNELS, name=f"block{block}_sepconv{i}")
+        x = _sepconv_bn(
+            x, MIDDLE_CHANNELS, name=f"block{block}_sepconv{i}", dilation_rate=dilation_rate
+        )
     return keras.layers.Add(name=f"block{block}_add")([x, shortcut])
 
 
@@ -135,13 +149,21 @@ PUBLISHED_WEIGHTS = pretrained.PublishedWeights(
     weights=PUBLISHED_WEIGHTS,
 )
 def xception(
-    *, input_shape=(299, 299, 3), dropout: float = 0.0, name: str = "xception", **head
+    *,
+    input_shape=(299, 299, 3),
+    dropout: float = 0.0,
+    output_stride: int = 32,
+    name: str = "xception",
+    **head,
 ) -> keras.Model:
     """Builds Xception.
 
     Args:
       input_shape: ``(H, W, 3)``, at least 7×7 (the stem convs are unpadded).
       dropout: dropout rate before the classifier (the paper's recipe uses 0.5).
+      output_stride: 32, or 16 / 8 for dense prediction: the last downsampling blocks run at
+        stride 1 and the separable convs after them dilated (``common.output_stride_plan``);
+        the layers and weights are the same.
       name: model name.
       **head: ``num_classes``, ``include_top``, ``pooling``, ``classifier_activation`` (see
         ``common.classifier``).
@@ -150,16 +172,41 @@ def xception(
       A functional ``keras.Model``; outputs ``(B, num_classes)`` with ``include_top``.
     """
 
+    # (stride, dilation) of the stem, entry blocks 2-4, middle blocks, exit block 13, block 14.
+    plan = common.output_stride_plan(
+        [2, 2, 2, 2, *[1] * len(MIDDLE_BLOCKS), 2, 1], output_stride, model_name=name
+    )
+    entry, middle, (exit_stride, exit_dilation), (_, last_dilation) = (
+        plan[1:4],
+        plan[4:-2],
+        plan[-2],
+        plan[-1],
+    )
+
     def backbone(inputs):
         x = common.conv_bn_act(inputs, 32, 3, strides=2, padding="valid", name="block1_conv1")
         x = common.conv_bn_act(x, 64, 3, padding="valid", name="block1_conv2")
-        for block, channels in ENTRY_BLOCKS:
-            x = downsampling_block(x, (channels, channels), pre_activation=block > 2, block=block)
-        for block in MIDDLE_BLOCKS:
-            x = middle_block(x, block=block)
-        x = downsampling_block(x, EXIT_BLOCK_CHANNELS, pre_activation=True, block=13)
+        for (block, channels), (strides, dilation) in zip(ENTRY_BLOCKS, entry, strict=True):
+            x = downsampling_block(
+                x,
+                (channels, channels),
+                pre_activation=block > 2,
+                block=block,
+                strides=strides,
+                dilation_rate=dilation,
+            )
+        for block, (_, dilation) in zip(MIDDLE_BLOCKS, middle, strict=True):
+            x = middle_block(x, block=block, dilation_rate=dilation)
+        x = downsampling_block(
+            x,
+            EXIT_BLOCK_CHANNELS,
+            pre_activation=True,
+            block=13,
+            strides=exit_stride,
+            dilation_rate=exit_dilation,
+        )
         for i, channels in enumerate(EXIT_CONV_CHANNELS, start=1):
-            x = _sepconv_bn(x, channels, name=f"block14_sepconv{i}")
+            x = _sepconv_bn(x, channels, name=f"block14_sepconv{i}", dilation_rate=last_dilation)
             x = common.activation(x, "relu", name=f"block14_sepconv{i}_act")
         return x
 

@@ -12,6 +12,8 @@ from ml_collections import config_dict
 def get_base_config() -> ml_collections.ConfigDict:
     """All keys the trainer reads, with defaults suitable for the digits quickstart."""
     config = ml_collections.ConfigDict()
+    # classification | segmentation (per-pixel labels: a segmentation model and data source)
+    config.task = "classification"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "mobilenet_v1_050"
@@ -34,17 +36,22 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.model.kwargs.width = config_dict.placeholder(float)  # ShuffleNet v2
     config.model.kwargs.cardinality = config_dict.placeholder(int)  # ResNet / ResNeXt
     config.model.kwargs.base_width = config_dict.placeholder(int)  # ResNet / ResNeXt
+    # MobileNet v2, Xception, DeepLab: 8 | 16 (atrous last stages) | 32 (classifiers only)
+    config.model.kwargs.output_stride = config_dict.placeholder(int)
     # None: the builder's. Short runs on small data want ~0.9: with 0.99-0.999 the moving
     # statistics lag the weights and evaluation collapses.
     config.model.bn_momentum = config_dict.placeholder(float)
 
     config.data = ml_collections.ConfigDict()
-    # digits | synthetic | folder:<dir> | tfrecord:<glob> | tfds:<name>
+    # digits | synthetic | folder:<dir> | tfrecord:<glob> | tfds:<name>; segmentation: shapes |
+    # segfolder:<dir> (trainer/data/segmentation.py)
     config.data.source = "digits"
     config.data.data_dir = ""  # tfds data_dir
     config.data.image_size = config_dict.placeholder(int)  # None: the model's input size
     config.data.num_classes = config_dict.placeholder(int)  # synthetic only; else from data
-    config.data.synthetic_examples = 1024
+    config.data.synthetic_examples = 1024  # synthetic and shapes
+    config.data.min_scale = 0.5  # segmentation: random scale range of the joint augmentation
+    config.data.max_scale = 2.0
     config.data.val_fraction = 0.2  # digits: seeded train/val split
     config.data.augment = "auto"  # auto | imagenet | light | none
     config.data.min_crop_area = 0.08  # imagenet augment: crop area in [min, 1]; 0.25 small models

@@ -43,6 +43,7 @@ import tf_keras as keras
 
 from compression import pruning
 from deploy import loading, metrics, tflite
+from deploy.segmentation_metrics import IGNORE_LABEL
 from deploy.workdir import EXPORT_FILES, dense_model_file, export_path
 from layers import conv_ops
 
@@ -169,15 +170,27 @@ def _without_optimizer(model: keras.Model) -> keras.Model:
 def serving_signatures(model: keras.Model, *, serving_preprocess: Callable | None = None):
     """The SavedModel signatures: float images, and encoded image bytes when preprocessing is set.
 
+    Both return ``predictions`` (the model's output); a segmentation model's (``[B, H, W, K]``)
+    also return ``classes``, the per-pixel argmax ``[B, H, W]``.
+
     Returns:
       ``{"serving_default": fn}`` plus ``{"serving_image_bytes": fn}`` with
       ``serving_preprocess``.
     """
     height, width, channels = model.input_shape[1:]
 
+    def outputs(images):
+        predictions = model(images, training=False)
+        if predictions.shape.rank == 4:  # segmentation: the class map too, [B, H, W] int32
+            return {
+                "predictions": predictions,
+                "classes": tf.argmax(predictions, axis=-1, output_type=tf.int32),
+            }
+        return {"predictions": predictions}
+
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)])
     def serve_images(images):
-        return {"predictions": model(images, training=False)}
+        return outputs(images)
 
     signatures = {"serving_default": serve_images}
     if serving_preprocess is None:
@@ -200,7 +213,7 @@ def serving_signatures(model: keras.Model, *, serving_preprocess: Callable | Non
             image_bytes,
             fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
         )
-        return {"predictions": model(images, training=False)}
+        return outputs(images)
 
     signatures[IMAGE_BYTES_SIGNATURE] = serve_image_bytes
     return signatures
@@ -321,6 +334,10 @@ def _predict_batched(predict, images: np.ndarray, batch_size: int) -> np.ndarray
 
 
 def _top1(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Top-1 accuracy; for per-pixel scores ``[N, H, W, K]``, over the labelled pixels."""
+    if scores.ndim == 4:
+        valid = labels != IGNORE_LABEL
+        scores, labels = scores[valid], labels[valid]
     accumulator = metrics.MetricsAccumulator(num_classes)
     accumulator.update(scores, labels)
     return accumulator.result()["top1"]

@@ -23,10 +23,10 @@ class DepthwiseSeparableConv2D(Conv2DBase):
     into ``filters`` outputs. No activation sits between the two (Xception found it hurts); an
     ``activation`` applies to the output.
 
-    Dilation (DeepLab v3+'s atrous separable convolution) is computed by
-    ``conv_ops.atrous_depthwise_conv2d`` rather than through the ``rate`` path of
-    ``tf.nn.separable_conv2d``, which leaves SpaceToBatchND/BatchToSpaceND in TFLite models.
-    Unequal strides run on every CPU kernel set (``conv_ops.depthwise_conv2d``).
+    Dilation (DeepLab v3+'s atrous separable convolution) runs TensorFlow's dilated depthwise
+    path; with a fixed input size it converts to one dilated TFLite ``DEPTHWISE_CONV_2D`` (no
+    SpaceToBatchND/BatchToSpaceND). Unequal strides run on every CPU kernel set
+    (``conv_ops.depthwise_conv2d``).
 
     Args:
       filters: number of output channels ``M``.

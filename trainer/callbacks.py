@@ -156,12 +156,11 @@ def plot_curves(rows: list[dict], path: str) -> None:
     plt = pyplot()
 
     epochs = [row["epoch"] for row in rows]
+    # Segmentation runs log mIoU instead of top-1.
+    score = ("mIoU", ("miou", "val_miou")) if "val_miou" in rows[0] else None
+    score = score or ("top-1 accuracy", ("top1", "val_top1"))
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, (title, keys) in zip(
-        axes,
-        (("loss", ("loss", "val_loss")), ("top-1 accuracy", ("top1", "val_top1"))),
-        strict=True,
-    ):
+    for axis, (title, keys) in zip(axes, (("loss", ("loss", "val_loss")), score), strict=True):
         for key in keys:
             values = [row.get(key) for row in rows]
             if any(v is not None for v in values):

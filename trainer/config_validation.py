@@ -15,9 +15,7 @@ from compression import pruning
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
-from trainer import optim, runtime
-
-BEST_METRICS = ("val_top1", "val_top5", "val_loss", "top1", "top5", "loss")
+from trainer import optim, runtime, tasks
 
 
 def _flat_keys(config, prefix: str = "") -> set[str]:
@@ -78,7 +76,7 @@ def validate(config) -> None:
     validation.check_range(config, "train.label_smoothing", low=0.0, high=1.0, high_open=True)
     validation.check_range(config, "train.checkpoint_every_steps", low=0)
     validation.check_range(config, "train.keep_checkpoints", low=1)
-    validation.check_choice(config, "train.best_metric", BEST_METRICS)
+    tasks.validate(config, spec)
     validation.check_choice(config, "train.verbose", (None, 0, 1, 2))
 
     validation.check_choice(config, "optim.name", optim.OPTIMIZERS)

@@ -22,7 +22,16 @@ from deploy import console, export
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
-from trainer import checkpoints, config_validation, data, model_data, optim, runtime, summary
+from trainer import (
+    checkpoints,
+    config_validation,
+    data,
+    model_data,
+    optim,
+    runtime,
+    summary,
+    tasks,
+)
 
 # Images handed to the int8 TFLite converter to calibrate activation ranges.
 _REPRESENTATIVE_IMAGES = 256
@@ -50,13 +59,6 @@ def run(config, workdir: str) -> dict:
         return _run(config, workdir, rt)
     finally:
         rt.cleanup()
-
-
-def _one_hot(num_classes: int):
-    def encode(images, labels):
-        return images, tf.one_hot(labels, num_classes)
-
-    return encode
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
@@ -114,7 +116,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
     write_atomic(out.config_json, resolved.to_json_best_effort(indent=2) + "\n")
 
-    encode = _one_hot(bundle.num_classes)
+    encode = tasks.encode(config.task, bundle.num_classes)
     train, val = bundle.train.map(encode), bundle.val.map(encode)
     resuming = tf.train.latest_checkpoint(run.checkpoints) is not None
     schedule = optim.build_schedule(
@@ -139,8 +141,8 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
         model.compile(
             optimizer=optimizer,
-            loss=optim.build_loss(config.train.label_smoothing),
-            metrics=optim.build_metrics(bundle.num_classes),
+            loss=tasks.loss(config.task, config.train),
+            metrics=tasks.metrics(config.task, bundle.num_classes),
             jit_compile=rt.jit_compile,
         )
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
@@ -213,9 +215,7 @@ def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, sp
     scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
     metrics = {
         "final": {
-            "val_top1": float(scores["top1"]),
-            "val_top5": float(scores["top5"]),
-            "val_loss": float(scores["loss"]),
+            **tasks.final_scores(config.task, scores, bundle.class_names),
             "epochs": int(state.epoch.numpy()),
             "steps": state.step,
             "train_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from deploy import export, loading, metrics, paths
+from deploy import export, loading, metrics, paths, segmentation_metrics
 from deploy.workdir import owning_workdir
 from trainer import data
 
@@ -132,7 +132,11 @@ def load_with_data(
 
 
 def evaluate(
-    model_and_data, *, latency_batch_size: int = 64, latency_iterations: int = 20
+    model_and_data,
+    *,
+    latency_batch_size: int = 64,
+    latency_iterations: int = 20,
+    overlay_dir: str = "",
 ) -> tuple[dict, np.ndarray]:
     """Metrics on the whole validation split plus latency at batch 1 and ``latency_batch_size``.
 
@@ -140,17 +144,27 @@ def evaluate(
       model_and_data: a ``ModelAndData``.
       latency_batch_size: N of ``latency_ms_bN``.
       latency_iterations: timed calls per latency figure (their median is reported).
+      overlay_dir: segmentation data: write overlay PNGs (image, ground truth, prediction) of
+        the first validation images there; empty: none.
 
     Returns:
       ``(result, confusion)``; ``result`` is JSON-able with keys ``model``, ``kind``,
       ``file``, ``workdir``, ``data``, ``top1``, ``top5``, ``loss``, ``examples``,
       ``per_class``, ``from_logits``, ``num_classes``, ``input_size``, ``latency_ms_b1``,
-      ``latency_ms_bN``, ``batch_size``.
+      ``latency_ms_bN``, ``batch_size``. On segmentation data ``top1``, ``top5`` and
+      ``per_class`` are replaced by ``segmentation_metrics``' ``miou``, ``pixel_accuracy``,
+      ``per_class_iou`` and ``pixels``, and ``confusion`` counts pixels.
     """
     model, bundle = model_and_data.model, model_and_data.data
-    scores, confusion = metrics.evaluate(
-        model.predict, bundle.val.as_numpy_iterator(), model.num_classes, bundle.class_names
-    )
+    batches = bundle.val.as_numpy_iterator()
+    if bundle.task == "segmentation":
+        scores, confusion = segmentation_metrics.evaluate(
+            model.predict, batches, model.num_classes, bundle.class_names, overlay_dir=overlay_dir
+        )
+    else:
+        scores, confusion = metrics.evaluate(
+            model.predict, batches, model.num_classes, bundle.class_names
+        )
     latency = {
         key: metrics.measure_latency_ms(
             model.predict, model.input_shape, batch, iterations=latency_iterations

@@ -46,10 +46,18 @@ def format_summary(metrics: dict, root: str) -> str:
     """The closing lines: accuracy, cost, every exported file with its size and TFLite speed."""
     final, summary = metrics["final"], metrics["summary"]
     size = summary["image_size"]
+    # The task's validation figures (val_top1/val_top5 or val_miou/val_pixel_accuracy), then loss.
+    scores = sorted(
+        (
+            key
+            for key, value in final.items()
+            if key.startswith("val_") and key != "val_loss" and isinstance(value, float)
+        ),
+    ) + ["val_loss"]
     lines = [
-        f"Finished {final['epochs']} epochs ({final['steps']} steps): val_top1="
-        f"{final['val_top1']:.4f} val_top5={final['val_top5']:.4f} val_loss="
-        f"{final['val_loss']:.4f}. Metrics in {Workdir(root).metrics_json}.",
+        f"Finished {final['epochs']} epochs ({final['steps']} steps): "
+        + " ".join(f"{key}={final[key]:.4f}" for key in scores)
+        + f". Metrics in {Workdir(root).metrics_json}.",
         f"{metrics['model']}: {format_count(summary['params'])} parameters, "
         f"{format_count(summary['macs'])} multiply-adds at {size}x{size}.",
         f"Exported to {Workdir(root).export}:",

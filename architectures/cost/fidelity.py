@@ -159,7 +159,9 @@ def variant_fidelity(pattern: str = "*") -> list[VariantFidelity]:
     rows = []
     for name in list_models(pattern):
         spec = get_model_spec(name)
-        report = model_cost(create_model(name, num_classes=1000))
+        # Classifiers at ImageNet's 1000 classes, segmenters at their own (PASCAL VOC's 21).
+        classes = 1000 if spec.task == "classification" else spec.num_classes
+        report = model_cost(create_model(name, num_classes=classes))
         keras.backend.clear_session()
         macs = report.total_macs
         if spec.paper_macs_exclude_classifier:

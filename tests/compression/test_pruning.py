@@ -137,6 +137,8 @@ def _family_models(heavy: bool) -> dict[str, tuple[str, dict]]:
     """family -> (variant, create_model overrides): the smallest-named variant by default."""
     chosen: dict[str, tuple[str, dict]] = {}
     for name in architectures.list_models():
+        if architectures.get_model_spec(name).task != "classification":
+            continue  # pruned in tests/architectures/test_deeplab.py
         family = architectures.get_model_spec(name).family
         if (family in _HEAVY) == heavy:
             chosen.setdefault(family, _TINY.get(family, (name, {})))

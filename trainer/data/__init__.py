@@ -6,7 +6,10 @@
 
 ``sources.py`` (where examples come from) -> ``decode.py`` (bytes to pixels, corrupt files)
 -> ``preprocessing.py`` (crops, flips, normalisation) -> ``pipeline.py`` (the tf.data graph).
-It imports nothing of the library but ``architectures.Preprocessing``.
+Segmentation sources (``shapes``, ``segfolder:<dir>``) go through ``segmentation.py`` (images
+with masks, joint augmentation), which ``build_datasets`` hands them to. It imports nothing of
+the library but ``architectures.Preprocessing`` and the ignore label of
+``deploy.segmentation_metrics``.
 """
 
 import os

@@ -45,6 +45,8 @@ class DataBundle:
       batch_size: examples per batch of this input pipeline.
       augment: the training augmentation policy used (``imagenet``, ``light`` or ``none``).
       cached: whether decoded training images are cached in memory.
+      task: ``classification`` (labels ``[B]``) or ``segmentation`` (masks ``[B, S, S]``, 255
+        ignored; ``trainer.data.segmentation``).
     """
 
     train: tf.data.Dataset
@@ -57,6 +59,7 @@ class DataBundle:
     augment: str
     cached: bool
     _tracker: decode.CorruptTracker = dataclasses.field(repr=False)
+    task: str = "classification"
 
     def corrupt_report(self) -> list[str]:
         """Paths (or ``shard#record`` keys) of corrupt images skipped so far, first-seen order."""
@@ -121,13 +124,25 @@ def build_datasets(
       input_context: a ``tf.distribute.InputContext``, or None for one input pipeline.
 
     Returns:
-      A ``DataBundle``.
+      A ``DataBundle``; segmentation sources (``shapes``, ``segfolder:<dir>``) give one of
+      image/mask batches (``trainer.data.segmentation``).
 
     Raises:
       ValueError: bad source, path, or data config value; the message names it.
     """
     if image_size < 1 or batch_size < 1:
         raise ValueError(f"image_size={image_size} and batch_size={batch_size} must be >= 1.")
+    from trainer.data import segmentation  # it builds on this module's DataBundle
+
+    if segmentation.is_segmentation_source(data_config.source):
+        return segmentation.build_datasets(
+            data_config,
+            image_size=image_size,
+            preprocessing=preprocessing,
+            batch_size=batch_size,
+            seed=seed,
+            input_context=input_context,
+        )
     _check_numbers(data_config)
     source = sources.open_source(data_config, image_size=image_size, seed=seed)
     tracker = decode.CorruptTracker(data_config.on_corrupt)

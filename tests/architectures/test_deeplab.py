@@ -1,0 +1,170 @@
+"""DeepLab v3/v3+: every variant at 513 (build and cost) and at 32×32 (forward, gradients), the
+atrous backbones, clean TFLite, a .keras round trip and tfmot pruning."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from architectures import create_model, get_model_spec, list_models
+from architectures.common import output_stride_plan
+from architectures.cost import model_cost
+from compression import pruning
+from configs.common import get_base_config
+from deploy import tflite
+from layers import AtrousDepthwiseConv2D, DepthwiseSeparableConv2D
+from tests.model_checks import predict_in_fresh_process
+from trainer import tasks
+
+VARIANTS = list_models("deeplab*")
+CLASSES = 5
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def small():
+    """deeplabv3plus_mobilenet_v2_100 at 32×32, α = 0.35, seeded; shared by the module."""
+    keras.utils.set_random_seed(0)
+    return create_model(
+        "deeplabv3plus_mobilenet_v2_100",
+        input_shape=(SIZE, SIZE, 3),
+        num_classes=CLASSES,
+        alpha=0.35,
+    )
+
+
+def _batch(seed=0, batch=2):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(batch, SIZE, SIZE, 3)).astype("float32")
+    masks = rng.integers(0, CLASSES, size=(batch, SIZE, SIZE)).astype("int32")
+    return images, masks
+
+
+def test_variants_are_registered_as_segmentation_models():
+    assert VARIANTS == [
+        "deeplabv3_mobilenet_v2_100",
+        "deeplabv3plus_mobilenet_v2_100",
+        "deeplabv3plus_xception",
+    ]
+    for name in VARIANTS:
+        spec = get_model_spec(name)
+        assert (spec.task, spec.input_size, spec.num_classes) == ("segmentation", 513, 21)
+
+
+def test_output_stride_plan_follows_deeplab():
+    # MobileNet v2's stem and block strides: the last stride-2 block (13) becomes stride 1 at
+    # output stride 16 and later blocks are dilated by 2; at 8, block 6 too, then 2 and 4.
+    strides = [2, 1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
+    assert output_stride_plan(strides, 32, model_name="m") == [(s, 1) for s in strides]
+    plan16 = output_stride_plan(strides, 16, model_name="m")
+    assert (
+        plan16[14] == (1, 1)
+        and plan16[15:] == [(1, 2)] * 3
+        and plan16[:14] == [(s, 1) for s in strides[:14]]
+    )
+    plan8 = output_stride_plan(strides, 8, model_name="m")
+    assert plan8[7] == (1, 1) and plan8[8:14] == [(1, 2)] * 6
+    assert plan8[14] == (1, 2) and plan8[15:] == [(1, 4)] * 3
+    with pytest.raises(ValueError, match="output_stride must be one of"):
+        output_stride_plan(strides, 4, model_name="m")
+
+
+@pytest.mark.parametrize(
+    "backbone,output_stride",
+    [("mobilenet_v2_100", 8), pytest.param("xception", 16, marks=pytest.mark.slow)],
+)
+def test_backbone_features_end_at_the_output_stride(backbone, output_stride):
+    """The classification builders' ``output_stride``: features 32 / output_stride times larger
+    than at 32, and the last stages dilated by as much."""
+
+    def features(stride):
+        return create_model(
+            backbone, input_shape=(64, 64, 3), include_top=False, output_stride=stride
+        )
+
+    model = features(output_stride)
+    plain = tuple(features(32).output_shape[1:3])
+    assert tuple(model.output_shape[1:3]) == tuple(d * 32 // output_stride for d in plain)
+    dilated = {
+        layer.dilation_rate[0]
+        for layer in model.layers
+        if isinstance(layer, (AtrousDepthwiseConv2D, DepthwiseSeparableConv2D))
+    }
+    assert max(dilated) == 32 // output_stride
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_every_variant_builds_at_513_with_its_cost():
+    """Build only (no forward pass). The MobileNet v2 DeepLab v3 matches the DeepLab model zoo's
+    2.75B multiply-adds and the MobileNet v2 paper's 2.11M parameters (Table 7)."""
+    for name in VARIANTS:
+        model = create_model(name)
+        assert tuple(model.output_shape) == (None, 513, 513, 21), name
+        assert model.get_layer("predictions").dtype == "float32"
+        assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
+        report = model_cost(model)
+        trainable = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
+        assert report.total_params == trainable, name
+        spec = get_model_spec(name)
+        if spec.paper_macs:
+            assert report.total_macs == pytest.approx(spec.paper_macs, rel=0.01), name
+        if name == "deeplabv3_mobilenet_v2_100":
+            assert trainable == pytest.approx(2.11e6, rel=0.005)
+        keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_runs_at_a_small_size_and_every_weight_gets_a_gradient(name):
+    keras.utils.set_random_seed(0)
+    overrides = {"alpha": 0.35} if "mobilenet" in name else {}
+    model = create_model(name, input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, **overrides)
+    images, masks = _batch()
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tasks.MaskedSparseCrossEntropy()(masks, logits)
+    assert logits.shape == (2, SIZE, SIZE, CLASSES)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads), name
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_tflite_has_no_space_to_batch_and_matches(small):
+    """Float only (int8 files are checked end to end in docs/segmentation.md's evaluation)."""
+    images, _ = _batch(seed=1, batch=2)
+    flatbuffer = tflite.convert(small)
+    ops = tflite.op_names(flatbuffer)
+    assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, ops
+    assert {"RESIZE_BILINEAR", "DEPTHWISE_CONV_2D", "CONV_2D"} <= ops
+    assert not any(op.startswith("Flex") for op in ops), ops
+    expected = small(images, training=False).numpy()
+    np.testing.assert_allclose(tflite.Runner(flatbuffer)(images), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_keras_round_trip_in_a_fresh_process(small, tmp_path):
+    images, _ = _batch(seed=2)
+    (reloaded,) = predict_in_fresh_process([(small, images)], tmp_path, fmt="keras")
+    np.testing.assert_allclose(reloaded, small(images, training=False), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_tfmot_pruning_wraps_the_segmentation_model_and_strips():
+    keras.utils.set_random_seed(0)
+    model = create_model(
+        "deeplabv3_mobilenet_v2_100", input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, alpha=0.35
+    )
+    config = get_base_config().pruning
+    config.final_sparsity = 0.5
+    config.schedule = "constant"
+    config.frequency = 1
+    pruned = pruning.apply(model, config, steps_per_epoch=1, total_steps=1)
+    assert pruning.has_wrappers(pruned)
+    images, masks = _batch()
+    pruned.compile(optimizer="sgd", loss=tasks.MaskedSparseCrossEntropy())
+    pruned.fit(images, masks, epochs=1, verbose=0, callbacks=pruning.callbacks(config, ""))
+    stripped = pruning.strip(pruned)
+    report = pruning.sparsity_report(stripped)
+    assert report["overall"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert stripped.get_layer("classifier").kernel.numpy().size  # the head is present
