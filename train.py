@@ -8,6 +8,9 @@ digits) into ``runs/<date-time>-<model>-<data>``. Running the same command with 
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# oneDNN trains faster than TensorFlow's Eigen kernels, also on CPUs where TensorFlow leaves it
+# off (without AVX-512/AMX): docs/benchmarks.md ("oneDNN on vs off"). A user's setting wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from deploy import cli, console  # noqa: E402  (import no TensorFlow)
 

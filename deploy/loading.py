@@ -130,9 +130,11 @@ def load_keras_file(path: str) -> keras.Model:
 def _unregistered_layers(path: str) -> list[str]:
     """``registered_name``s (``package>Class``) in a ``.keras`` file's config that Keras cannot
     resolve: its own error for them is ``'str' object is not callable``."""
+    from tf_keras.src.saving import saving_lib  # the archive's member names are Keras'
+
     try:
         with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
+            config = json.loads(archive.read(saving_lib._CONFIG_FILENAME))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
         raise ValueError(f"truncated or not a Keras file: {path} ({error})") from None
     names: set[str] = set()

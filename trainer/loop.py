@@ -152,8 +152,12 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     config_text = resolved.to_json_best_effort(indent=2) + "\n"
     # Nothing is written before the directory is known to be new, empty or this very run.
     workdir_lib.check_trainable(run.root, json.loads(config_text), bundle.class_names)
-    if not os.path.isfile(out.marker):
-        write_atomic(out.marker, workdir_lib.MARKER_TEXT)
+    if not tf.io.gfile.exists(out.marker):
+        # Written in place, not through a temporary file: a kill must not leave a directory
+        # holding only a temporary file, which the next start would refuse as not a run.
+        tf.io.gfile.makedirs(out.root)
+        with tf.io.gfile.GFile(out.marker, "w") as f:
+            f.write(workdir_lib.MARKER_TEXT)
     write_atomic(out.config_json, config_text)
     write_json(out.classes_json, workdir_lib.classes_payload(bundle.class_names))
 

@@ -268,17 +268,17 @@ def _open_folder(directory: str, data_config) -> Source:
     train_files = _list_class_folder(os.path.join(directory, "train"))
     val_files = _list_class_folder(os.path.join(directory, "val"))
     class_names = list(train_files)
-    if len(class_names) < 2:
-        raise ValueError(
-            f"Image folder '{directory}/train' has {len(class_names)} class folder(s) "
-            f"({', '.join(class_names)}); a classifier needs at least two: add a folder per class."
-        )
     if list(val_files) != class_names:
         missing = sorted(set(class_names) - set(val_files))
         extra = sorted(set(val_files) - set(class_names))
         raise ValueError(
             f"Class folders of '{directory}/val' do not match '{directory}/train': "
             f"missing in val {missing}, not in train {extra}."
+        )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"Image folder '{directory}/train' has {len(class_names)} class folder(s) "
+            f"({', '.join(class_names)}); a classifier needs at least two: add a folder per class."
         )
 
     def split(files_by_class):
