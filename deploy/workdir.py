@@ -196,11 +196,15 @@ def dense_model_file(path: str) -> str:
 
 
 def _get(config: dict, dotted: str):
+    """``config``'s value at ``dotted``; for a section, only its keys that are set (a knob a
+    later version added, unset, does not make an older run look different)."""
     value = config
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
+    if isinstance(value, dict):
+        return {key: item for key, item in value.items() if item is not None}
     return value
 
 

@@ -55,7 +55,10 @@ class TrainingInterrupted(Exception):
     def __str__(self) -> str:
         how = self.resume or f"trainer.run with workdir={self.workdir!r}"
         if self.step is None:
-            return f"Interrupted before the first training step; nothing to save. Start with: {how}"
+            return (
+                f"Interrupted outside the training steps; checkpoints already in "
+                f"{Workdir(self.workdir).checkpoints} (if any) are intact. Resume with: {how}"
+            )
         return (
             f"Interrupted: step {self.step} saved in {Workdir(self.workdir).checkpoints}. "
             f"Resume with: {how}"
