@@ -28,11 +28,9 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from deploy import console  # noqa: E402  (imports no TensorFlow)
+from deploy import cli, console  # noqa: E402  (import no TensorFlow)
 
 console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
-
-import json  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -46,12 +44,13 @@ flags.DEFINE_multi_string(
     "Model PATH(s): workdir, .keras, SavedModel dir, .tflite; "
     "repeat the flag, separate with commas or use a glob.",
 )
-config_flags.DEFINE_config_dict(
-    "data",
-    common.get_base_config().data,
-    "Data to evaluate on (a workdir's config.json wins, except for "
-    "--data.* flags given explicitly).",
-)
+with cli.one_line_errors("evaluate.py"), cli.config_flag_errors("data"):
+    config_flags.DEFINE_config_dict(
+        "data",
+        common.get_base_config().data,
+        "Data to evaluate on (a workdir's config.json wins, except for "
+        "--data.* flags given explicitly).",
+    )
 flags.DEFINE_bool("json", False, "Print one JSON object per model per line instead of a table.")
 flags.DEFINE_integer("batch_size", 64, "Evaluation batch size, and N of the batch-N latency.")
 flags.DEFINE_string(
@@ -161,11 +160,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from deploy import paths as model_paths
 
-    try:
+    with cli.one_line_errors("evaluate.py"):
         paths = model_paths.expand_model_paths(FLAGS.model)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"evaluate.py: {error}")
-    from deploy import metrics  # after the path check: TensorFlow takes seconds
+    from deploy import fileio, metrics  # after the path check: TensorFlow takes seconds
     from trainer import model_data
 
     overrides = config_flags.get_override_values(FLAGS["data"])
@@ -189,9 +186,9 @@ def main(argv):
                 latency_iterations=FLAGS.latency_iterations,
                 overlay_dir=overlay_dir,
             )
-        except (FileNotFoundError, ValueError) as error:
+        except cli.USER_ERRORS as error:  # the next model may still work
             failed += 1
-            print(f"evaluate.py: {path}: {error}", file=sys.stderr)
+            print(f"evaluate.py: {path}: {cli.one_line(error)}", file=sys.stderr)
             continue
         if FLAGS.confusion_png:
             metrics.write_confusion_png(
@@ -202,7 +199,7 @@ def main(argv):
             )
         results.append(result)
         if FLAGS.json:
-            print(json.dumps(result), flush=True)
+            print(fileio.dumps(result), flush=True)  # a NaN loss prints as null
     if results and not FLAGS.json:
         _print_table(results)
     if failed:

@@ -26,7 +26,7 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from deploy import console  # noqa: E402  (imports no TensorFlow)
+from deploy import cli, console  # noqa: E402  (import no TensorFlow)
 
 console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
 
@@ -45,12 +45,13 @@ flags.DEFINE_string(
     "Comma-separated: keras, saved_model, tflite, "
     "tflite_float16, tflite_dynamic_range, tflite_int8; or all.",
 )
-config_flags.DEFINE_config_dict(
-    "data",
-    common.get_base_config().data,
-    "Data for calibration and parity with --model (a workdir's "
-    "config.json wins, except for --data.* flags given explicitly).",
-)
+with cli.one_line_errors("export.py"), cli.config_flag_errors("data"):
+    config_flags.DEFINE_config_dict(
+        "data",
+        common.get_base_config().data,
+        "Data for calibration and parity with --model (a workdir's "
+        "config.json wins, except for --data.* flags given explicitly).",
+    )
 flags.DEFINE_string(
     "preprocessing",
     "",
@@ -83,18 +84,16 @@ def main(argv):
     from deploy import paths
 
     path = FLAGS.workdir or FLAGS.model
-    try:
+    with cli.one_line_errors("export.py"):
         kind = paths.detect_kind(path)
         if FLAGS.workdir and kind != "workdir":
             raise ValueError(
                 f"--workdir='{path}' has no config.json; for a model file use --model={path}."
             )
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"export.py: {error}")
     from deploy import export  # after the path check: TensorFlow takes seconds
     from trainer import model_data
 
-    try:
+    with cli.one_line_errors("export.py"):
         model_and_data = model_data.load_with_data(
             path,
             FLAGS.data,
@@ -113,8 +112,6 @@ def main(argv):
             parity_examples=FLAGS.parity_examples,
             batch_size=FLAGS.batch_size,
         )
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"export.py: {error}")
     print(export.parity_table(rows))
     source = model_and_data.data_config.source
     print(f"Exported {', '.join(written)} to {output_dir}; parity on '{source}' validation images.")

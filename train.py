@@ -8,15 +8,17 @@ digits) into ``runs/<date-time>-<model>-<data>``. Running the same command with 
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# oneDNN trains faster than TensorFlow's Eigen kernels, also on CPUs where TensorFlow leaves it
+# off (without AVX-512/AMX): docs/benchmarks.md ("oneDNN on vs off"). A user's setting wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from deploy import console  # noqa: E402  (imports no TensorFlow)
+from deploy import cli, console  # noqa: E402  (import no TensorFlow)
 
 console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
 
 import datetime  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
-import sys  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
@@ -29,9 +31,14 @@ _TF_DIR = f"{os.sep}tensorflow{os.sep}"
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory; default runs/<date-time>-<model>-<data>. Reused: resumes."
 )
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Recipe file (configs/<recipe>.py); override keys with --config.*"
-)
+with cli.one_line_errors("train.py"), cli.config_flag_errors("config"):
+    # The default recipe is loaded here, and --config.* overrides applied to it: an unknown key
+    # fails now.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config",
+        _DEFAULT_CONFIG,
+        "Recipe file (configs/<recipe>.py); override keys with --config.*",
+    )
 
 
 class _QuietTensorFlow(logging.Filter):
@@ -52,19 +59,24 @@ def default_workdir(config) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    with cli.one_line_errors("train.py"):
+        config = cli.config_value(_CONFIG)
     import trainer
-    from trainer import NonFiniteLossError
+    from trainer import NonFiniteLossError, TrainingInterrupted
 
     absl_logging.get_absl_handler().addFilter(_QuietTensorFlow())
-    config = _CONFIG.value
     workdir = _WORKDIR.value or default_workdir(config)
-    try:
-        trainer.run(config, workdir)
-    except (ValueError, NonFiniteLossError) as error:
-        # A bad config or a diverged run: the message says what to change; the traceback is
-        # there with --verbosity=1.
-        absl_logging.debug("Traceback:", exc_info=True)
-        sys.exit(f"train.py: {error}")
+    # A bad config, a run directory training would damage, a diverged run, Ctrl-C: one line
+    # saying what to do; the traceback is there with --verbosity=1.
+    with cli.one_line_errors("train.py", (NonFiniteLossError, TrainingInterrupted)):
+        try:
+            try:
+                trainer.run(config, workdir)
+            except KeyboardInterrupt:  # before training started: nothing to save
+                raise TrainingInterrupted(None, workdir) from None
+        except TrainingInterrupted as interrupted:
+            interrupted.resume = cli.resume_command(workdir)
+            raise
 
 
 if __name__ == "__main__":

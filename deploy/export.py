@@ -43,8 +43,15 @@ import tf_keras as keras
 
 from compression import pruning
 from deploy import loading, metrics, tflite
+from deploy.fileio import write_json
 from deploy.segmentation_metrics import IGNORE_LABEL
-from deploy.workdir import EXPORT_FILES, dense_model_file, export_path
+from deploy.workdir import (
+    EXPORT_FILES,
+    classes_file,
+    classes_payload,
+    dense_model_file,
+    export_path,
+)
 from layers import conv_ops
 
 FORMATS = tuple(EXPORT_FILES)
@@ -88,8 +95,13 @@ def export_model(
     formats: str | Sequence[str] = ("keras", "saved_model"),
     serving_preprocess: Callable | None = None,
     representative_images: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Writes ``model`` in each of ``formats`` under ``export_dir``.
+
+    With ``class_names``, ``export_dir/classes.json`` (``deploy.workdir.classes_file``) records
+    them beside every format; ``deploy.loading`` reads it back for any model file in that
+    directory, so an exported model keeps its labels whatever format is deployed.
 
     Args:
       model: a Keras classifier taking float32 ``[B, S, S, 3]`` images (pruned or not).
@@ -101,6 +113,7 @@ def export_model(
         ``serving_image_bytes`` signature.
       representative_images: float32 ``[N, S, S, 3]`` normalised training images; required for
         ``tflite_int8`` (a few hundred are plenty).
+      class_names: the class names, index = label; None writes no ``classes.json``.
 
     Returns:
       Format name -> written path.
@@ -118,6 +131,8 @@ def export_model(
         )
     model = _without_optimizer(pruning.strip(model))
     os.makedirs(export_dir, exist_ok=True)
+    if class_names is not None:
+        write_json(classes_file(export_dir), classes_payload(class_names))
     paths = {}
     for name in formats:
         path = export_path(export_dir, name)

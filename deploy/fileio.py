@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -19,9 +20,26 @@ def write_atomic(path: str, text: str) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def finite_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no such literals
+    (``json.dumps`` would write ``NaN``, which other JSON readers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(value) for value in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """``json.dumps`` of ``finite_json(obj)``: standard JSON, non-finite numbers as null."""
+    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: str, obj) -> None:
-    """``obj`` as indented JSON at ``path``, atomically."""
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """``obj`` as indented JSON at ``path``, atomically; non-finite numbers become null."""
+    write_atomic(path, dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str):

@@ -19,7 +19,9 @@ class scores ``[B, K]``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import zipfile
 from collections.abc import Callable
 
 import ml_collections
@@ -28,7 +30,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from deploy import paths, tflite
-from deploy.workdir import Workdir, owning_workdir
+from deploy.workdir import Workdir, owning_workdir, read_class_names
 
 
 @dataclasses.dataclass
@@ -45,6 +47,8 @@ class LoadedModel:
         scores ``[B, num_classes]`` (probabilities, or logits for a model that outputs them).
       keras_model: the Keras model, for the Keras kinds (export needs it); None otherwise.
       config: the resolved training config, for a workdir; None otherwise.
+      class_names: the class names the model was trained with (a run's or export's
+        ``classes.json``), index = output; None where none were saved.
     """
 
     path: str
@@ -55,6 +59,7 @@ class LoadedModel:
     predict: Callable[[np.ndarray], np.ndarray]
     keras_model: keras.Model | None = None
     config: ml_collections.ConfigDict | None = None
+    class_names: list[str] | None = None
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -72,21 +77,81 @@ def load_model(path: str) -> LoadedModel:
     kind = paths.detect_kind(path)
     if kind == "workdir":
         loaded = _load_from_workdir(path)
-        return dataclasses.replace(
+        loaded = dataclasses.replace(
             loaded, path=path, kind="workdir", config=load_workdir_config(path)
         )
-    if kind == "keras":
-        return wrap_keras_model(load_keras_file(path), path=path, file=path)
-    if kind == "saved_model":
-        return _load_saved_model(path)
-    return _load_tflite(path)
+    elif kind == "keras":
+        loaded = wrap_keras_model(load_keras_file(path), path=path, file=path)
+    elif kind == "saved_model":
+        loaded = _load_saved_model(path)
+    else:
+        loaded = _load_tflite(path)
+    return dataclasses.replace(loaded, class_names=saved_class_names(loaded))
+
+
+def saved_class_names(loaded: LoadedModel) -> list[str] | None:
+    """The ``classes.json`` beside the loaded file (an export's), else its workdir's."""
+    places = [os.path.dirname(os.path.abspath(loaded.file.rstrip("/")))]
+    workdir = loaded.path if loaded.kind == "workdir" else owning_workdir(loaded.file, levels=3)
+    if workdir:
+        places.append(workdir)
+    for place in places:
+        names = read_class_names(place)
+        if names is not None:
+            return names
+    return None
 
 
 def load_keras_file(path: str) -> keras.Model:
-    """A ``.keras`` file, loaded with ``safe_mode=True`` and without its optimizer."""
+    """A ``.keras`` file, loaded with ``safe_mode=True`` and without its optimizer.
+
+    Raises:
+      ValueError: the file is truncated or not a Keras file, or it uses a layer that is not
+        registered (naming the layer and what to import).
+    """
     import layers  # noqa: F401  registers the lightnets layers for safe deserialisation
 
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"truncated or not a Keras file: {path}")
+    unregistered = _unregistered_layers(path)
+    if unregistered:
+        raise ValueError(
+            f"{path} uses layer(s) {', '.join(unregistered)} that no imported module registers; "
+            f"`import layers` (lightnets' layers package, from the repository root or an "
+            f"installed lightnets) before keras.models.load_model, or load it with "
+            f"deploy.loading.load_keras_file."
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
+        raise ValueError(f"truncated or not a Keras file: {path} ({error})") from None
+
+
+def _unregistered_layers(path: str) -> list[str]:
+    """``registered_name``s (``package>Class``) in a ``.keras`` file's config that Keras cannot
+    resolve: its own error for them is ``'str' object is not callable``."""
+    from tf_keras.src.saving import saving_lib  # the archive's member names are Keras'
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read(saving_lib._CONFIG_FILENAME))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        raise ValueError(f"truncated or not a Keras file: {path} ({error})") from None
+    names: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if isinstance(name, str) and ">" in name:
+                names.add(name)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return sorted(n for n in names if keras.saving.get_registered_object(n) is None)
 
 
 def wrap_keras_model(

@@ -22,6 +22,8 @@ TFLITE_MODULE = "deploy/tflite.py"
 WORKDIR_MODULE = "deploy/workdir.py"
 WORKDIR_FILES = {
     "config.json",
+    "classes.json",
+    "LIGHTNETS_RUN",
     "best.json",
     "metrics.csv",
     "metrics.json",

@@ -11,6 +11,6 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from trainer.loop import NonFiniteLossError, run  # noqa: E402
+from trainer.loop import NonFiniteLossError, TrainingInterrupted, run  # noqa: E402
 
-__all__ = ["NonFiniteLossError", "run"]
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "run"]

@@ -22,21 +22,64 @@ from trainer.checkpoints import CheckpointState
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where it happened."""
+    """Stops training at the first non-finite or exploding loss, or non-finite weights.
+
+    The rule: a batch's loss (Keras' running mean over the epoch so far) that is NaN or
+    infinite, or above ``EXPLOSION_FACTOR`` times ``max(first loss seen, ln(num_classes))``,
+    stops the run. Cross-entropy starts near ``ln(num_classes)`` (2.3 for 10 classes) and a
+    healthy run only goes down from there; the ``ln`` term keeps a resumed run whose first loss
+    is already tiny from tripping on an ordinary bump. A learning rate of 1e6 sends the loss to
+    1e8 within a few steps and trips it; nothing a working run does comes near 100x.
+    ``check_weights`` (before every checkpoint and at each epoch end) trips it too when an
+    update left non-finite weights behind a still-finite loss, so such a state is never saved.
+    """
+
+    EXPLOSION_FACTOR = 100.0
 
     def __init__(self):
         super().__init__()
         self.tripped_at: tuple[int, int] | None = None  # (epoch, step)
+        self.reason = ""
+        self.limit: float | None = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def _trip(self, reason: str) -> None:
+        if self.tripped_at is None:
+            self.tripped_at = (self._epoch, int(self.model.optimizer.iterations.numpy()))
+            self.reason = reason
+            self.model.stop_training = True
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.tripped_at is None:
-            self.tripped_at = (self._epoch, int(self.model.optimizer.iterations.numpy()))
-            self.model.stop_training = True
+        if loss is None or self.tripped:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
+            self._trip(f"the loss became {loss}")
+        elif self.limit is None:
+            classes = int(self.model.output_shape[-1] or 2)
+            self.limit = self.EXPLOSION_FACTOR * max(loss, math.log(max(classes, 2)))
+        elif loss > self.limit:
+            self._trip(
+                f"the loss exploded to {loss:.4g} (over {self.limit:.4g}, "
+                f"{self.EXPLOSION_FACTOR:g}x its start)"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check_weights()
+
+    def check_weights(self) -> bool:
+        """Whether every weight is finite; trips the guard when one is not."""
+        if not self.tripped and not all(
+            bool(tf.reduce_all(tf.math.is_finite(w)))
+            for w in self.model.weights
+            if w.dtype.is_floating  # pruning wrappers hold integer step counters
+        ):
+            self._trip("the weights became NaN or infinite")
+        return not self.tripped
 
     @property
     def tripped(self) -> bool:
@@ -60,7 +103,9 @@ class CheckpointSaver(keras.callbacks.Callback):
         if self.guard.tripped or self.every_steps <= 0:
             return
         last_of_epoch = batch + 1 == (self.params or {}).get("steps")
-        if self.state.step % self.every_steps == 0 and not last_of_epoch:  # epoch end saves
+        # The epoch end saves the last step; non-finite weights are never saved.
+        due = self.state.step % self.every_steps == 0 and not last_of_epoch
+        if due and self.guard.check_weights():
             self.state.save()
 
     def on_epoch_end(self, epoch, logs=None):

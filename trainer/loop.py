@@ -9,6 +9,7 @@ The run directory's layout is ``deploy/workdir.py``'s.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -19,6 +20,7 @@ from absl import logging
 import architectures
 from compression import pruning
 from deploy import console, export
+from deploy import workdir as workdir_lib
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
@@ -38,7 +40,38 @@ _REPRESENTATIVE_IMAGES = 256
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss and was stopped."""
+    """Training produced a NaN, infinite or exploding loss (or non-finite weights) and was
+    stopped."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C (SIGINT) stopped training; the state was checkpointed first.
+
+    Attributes:
+      step: the global step saved.
+      workdir: the run directory.
+      resume: the command that resumes (``train.py`` fills it in; a library caller runs
+        ``trainer.run`` again with the same workdir).
+      exit_code: 130, the shell's status for a process stopped by SIGINT.
+    """
+
+    exit_code = 130
+
+    def __init__(self, step: int | None, workdir: str):
+        super().__init__(step, workdir)
+        self.step, self.workdir, self.resume = step, workdir, ""
+
+    def __str__(self) -> str:
+        how = self.resume or f"trainer.run with workdir={self.workdir!r}"
+        if self.step is None:
+            return (
+                f"Interrupted outside the training steps; checkpoints already in "
+                f"{Workdir(self.workdir).checkpoints} (if any) are intact. Resume with: {how}"
+            )
+        return (
+            f"Interrupted: step {self.step} saved in {Workdir(self.workdir).checkpoints}. "
+            f"Resume with: {how}"
+        )
 
 
 def image_size_of(config, spec) -> int:
@@ -57,6 +90,13 @@ def run(config, workdir: str) -> dict:
     rt = runtime.setup(config.runtime)
     try:
         return _run(config, workdir, rt)
+    except (OSError, tf.errors.OpError) as error:
+        # A full disk or a read-only run directory: one line, not a traceback; what was
+        # written before stays (every file is written atomically).
+        problem = workdir_lib.write_problem(error, workdir)
+        if problem is None:
+            raise
+        raise ValueError(problem) from error
     finally:
         rt.cleanup()
 
@@ -114,7 +154,17 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     resolved = config.copy_and_resolve_references()
     resolved.data.image_size, resolved.data.num_classes = image_size, bundle.num_classes
     run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
-    write_atomic(out.config_json, resolved.to_json_best_effort(indent=2) + "\n")
+    config_text = resolved.to_json_best_effort(indent=2) + "\n"
+    # Nothing is written before the directory is known to be new, empty or this very run.
+    workdir_lib.check_trainable(run.root, json.loads(config_text), bundle.class_names)
+    if not tf.io.gfile.exists(out.marker):
+        # Written in place, not through a temporary file: a kill must not leave a directory
+        # holding only a temporary file, which the next start would refuse as not a run.
+        tf.io.gfile.makedirs(out.root)
+        with tf.io.gfile.GFile(out.marker, "w") as f:
+            f.write(workdir_lib.MARKER_TEXT)
+    write_atomic(out.config_json, config_text)
+    write_json(out.classes_json, workdir_lib.classes_payload(bundle.class_names))
 
     encode = tasks.encode(config.task, bundle.num_classes)
     train, val = bundle.train.map(encode), bundle.val.map(encode)
@@ -179,20 +229,35 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         verbose=console.progress_verbosity(config.train.verbose),
     )
     epoch, offset = divmod(state.step, steps_per_epoch)
-    if offset and epoch < epochs:
-        # The rest of the epoch a kill interrupted, so the step count matches an unbroken run.
-        model.fit(
-            epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch - offset, **fit
-        )
-        epoch += 1
-    if epoch < epochs and not guard.tripped:
-        model.fit(epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit)
+    try:
+        with bundle.reporting_failures():
+            if offset and epoch < epochs:
+                # The rest of the epoch a kill interrupted, so the step count matches an
+                # unbroken run.
+                model.fit(
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    steps_per_epoch=steps_per_epoch - offset,
+                    **fit,
+                )
+                epoch += 1
+            if epoch < epochs and not guard.tripped:
+                model.fit(
+                    epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit
+                )
+    except KeyboardInterrupt:
+        # Ctrl-C lands between steps (TensorFlow's ops finish first): the state is consistent.
+        if not guard.tripped and guard.check_weights():
+            state.save()
+        saved = state.last_saved_step
+        raise TrainingInterrupted(saved if saved >= 0 else None, run.root) from None
+    _report_corrupt(bundle)
     if guard.tripped:
         bad_epoch, bad_step = guard.tripped_at
         raise NonFiniteLossError(
-            f"The loss became NaN or infinite in epoch {bad_epoch + 1} (step {bad_step}); "
-            f"training stopped. The last good checkpoint is kept in {run.checkpoints} (resume "
-            f"with the same command after fixing the cause, e.g. a lower "
+            f"Training stopped in epoch {bad_epoch + 1} (step {bad_step}): {guard.reason}; "
+            f"nothing was exported. The last good checkpoint is kept in {run.checkpoints} "
+            f"(resume with the same command after fixing the cause, e.g. a lower "
             f"config.optim.learning_rate, config.optim.clipnorm or float32 precision)."
         )
     return _finish(
@@ -209,10 +274,18 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
 
 
+def _report_corrupt(bundle) -> None:
+    """The console line for skipped corrupt images (metrics.json lists them all)."""
+    line = bundle.corrupt_summary()
+    if line:
+        logging.warning("%s", line)
+
+
 def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, spec):
     """Final evaluation, metrics.json, curves and export."""
     started = time.perf_counter()
-    scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+    with bundle.reporting_failures():
+        scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
     metrics = {
         "final": {
             **tasks.final_scores(config.task, scores, bundle.class_names),
@@ -240,6 +313,7 @@ def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, sp
         formats=formats,
         serving_preprocess=data.serving_preprocess(image_size, spec.preprocessing),
         representative_images=representative,
+        class_names=bundle.class_names,
     )
     if pruning.is_enabled(config.pruning):
         init = config.init_checkpoint

@@ -128,7 +128,35 @@ def load_with_data(
             f"'{resolved.source}' has {bundle.num_classes} classes; evaluate it on data with "
             f"{loaded.num_classes} classes (--data.source=...)."
         )
+    bundle = match_class_names(path, loaded.class_names, bundle, resolved.source)
     return ModelAndData(loaded, bundle, resolved, chosen, image_size, workdir)
+
+
+def match_class_names(path: str, model_names, bundle, source: str):
+    """The bundle with labels in the model's class order.
+
+    Same names in the same order: unchanged. The same names in another order (e.g. folders
+    sorted differently): validation labels are mapped by name. Other names: refused. A model
+    without saved names (``classes.json``) is taken as is.
+
+    Raises:
+      ValueError: the names differ, listing those missing on each side.
+    """
+    data_names = list(bundle.class_names)
+    if model_names is None or list(model_names) == data_names:
+        return bundle
+    if sorted(model_names) != sorted(data_names):
+        raise ValueError(
+            f"Model '{path}' was trained on classes {list(model_names)} but the data '{source}' "
+            f"has {data_names} (not in the model: {sorted(set(data_names) - set(model_names))}; "
+            f"not in the data: {sorted(set(model_names) - set(data_names))}); evaluate it on "
+            f"data with the model's classes."
+        )
+    import tensorflow as tf
+
+    to_model = tf.constant([list(model_names).index(name) for name in data_names], tf.int32)
+    val = bundle.val.map(lambda images, labels: (images, tf.gather(to_model, labels)))
+    return dataclasses.replace(bundle, val=val, class_names=list(model_names))
 
 
 def evaluate(
@@ -150,21 +178,27 @@ def evaluate(
     Returns:
       ``(result, confusion)``; ``result`` is JSON-able with keys ``model``, ``kind``,
       ``file``, ``workdir``, ``data``, ``top1``, ``top5``, ``loss``, ``examples``,
-      ``per_class``, ``from_logits``, ``num_classes``, ``input_size``, ``latency_ms_b1``,
-      ``latency_ms_bN``, ``batch_size``. On segmentation data ``top1``, ``top5`` and
-      ``per_class`` are replaced by ``segmentation_metrics``' ``miou``, ``pixel_accuracy``,
-      ``per_class_iou`` and ``pixels``, and ``confusion`` counts pixels.
+      ``per_class``, ``from_logits``, ``num_classes``, ``class_names`` (index = label, the
+      classes evaluated), ``input_size``, ``latency_ms_b1``, ``latency_ms_bN``,
+      ``batch_size``. On segmentation data ``top1``, ``top5`` and ``per_class`` are replaced
+      by ``segmentation_metrics``' ``miou``, ``pixel_accuracy``, ``per_class_iou`` and
+      ``pixels``, and ``confusion`` counts pixels.
     """
     model, bundle = model_and_data.model, model_and_data.data
     batches = bundle.val.as_numpy_iterator()
-    if bundle.task == "segmentation":
-        scores, confusion = segmentation_metrics.evaluate(
-            model.predict, batches, model.num_classes, bundle.class_names, overlay_dir=overlay_dir
-        )
-    else:
-        scores, confusion = metrics.evaluate(
-            model.predict, batches, model.num_classes, bundle.class_names
-        )
+    with bundle.reporting_failures():
+        if bundle.task == "segmentation":
+            scores, confusion = segmentation_metrics.evaluate(
+                model.predict,
+                batches,
+                model.num_classes,
+                bundle.class_names,
+                overlay_dir=overlay_dir,
+            )
+        else:
+            scores, confusion = metrics.evaluate(
+                model.predict, batches, model.num_classes, bundle.class_names
+            )
     latency = {
         key: metrics.measure_latency_ms(
             model.predict, model.input_shape, batch, iterations=latency_iterations
@@ -179,6 +213,7 @@ def evaluate(
         "data": model_and_data.data_config.source,
         **scores,
         "num_classes": model.num_classes,
+        "class_names": list(bundle.class_names),
         "input_size": model_and_data.image_size,
         **latency,
         "batch_size": latency_batch_size,
@@ -247,6 +282,7 @@ def export_and_check(
         formats=formats,
         serving_preprocess=preprocess if image_bytes_signature else None,
         representative_images=representative,
+        class_names=model_and_data.data.class_names,
     )
     rows = export.check_parity(loaded.keras_model, written, images, labels, batch_size=batch_size)
     return written, rows

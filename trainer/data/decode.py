@@ -101,16 +101,20 @@ class CorruptTracker:
     def __init__(self, on_corrupt: str = "skip"):
         validation.check_choice({"on_corrupt": on_corrupt}, "on_corrupt", ON_CORRUPT, "data.")
         self.on_corrupt = on_corrupt
+        # With on_corrupt='fail': the message of the file that stopped the run. The raise inside
+        # tf.data reaches the caller as a graph error; callers report this line instead.
+        self.failure: str | None = None
         self._paths: dict[str, None] = {}  # insertion-ordered set
         self._lock = threading.Lock()
 
     def record(self, key) -> bool:
         path = key.decode() if isinstance(key, bytes) else str(key)
         if self.on_corrupt == "fail":  # raised inside tf.data, it stops the run naming the file
-            raise ValueError(
+            self.failure = self.failure or (
                 f"Corrupt or unreadable image: {path}. Fix or delete the file, or set "
                 f"--config.data.on_corrupt=skip to skip such files."
             )
+            raise ValueError(self.failure)
         with self._lock:
             self._paths.setdefault(path, None)
         return np.bool_(False)

@@ -12,6 +12,7 @@ the SavedModel's image-bytes signature runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -60,10 +61,37 @@ class DataBundle:
     cached: bool
     _tracker: decode.CorruptTracker = dataclasses.field(repr=False)
     task: str = "classification"
+    _failures: list[str] = dataclasses.field(default_factory=list, repr=False)
 
     def corrupt_report(self) -> list[str]:
         """Paths (or ``shard#record`` keys) of corrupt images skipped so far, first-seen order."""
         return self._tracker.paths
+
+    def corrupt_summary(self, shown: int = 3) -> str | None:
+        """One line counting the skipped corrupt images and naming the first ``shown``; None
+        when there were none."""
+        paths = self.corrupt_report()
+        if not paths:
+            return None
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        return (
+            f"Skipped {len(paths)} corrupt or unreadable image(s): {', '.join(paths[:shown])}"
+            f"{more} (all listed in metrics.json 'corrupt_images')."
+        )
+
+    @contextlib.contextmanager
+    def reporting_failures(self):
+        """Around reading these datasets: a bad example that stops tf.data (a corrupt image
+        with ``on_corrupt='fail'``, a label out of range) raises ValueError with its one-line
+        message instead of the graph error.
+        """
+        try:
+            yield
+        except tf.errors.OpError as error:
+            message = self._tracker.failure or next(iter(self._failures), None)
+            if message is None:
+                raise
+            raise ValueError(message) from error
 
 
 def _free_memory_bytes() -> int:
@@ -145,6 +173,11 @@ def build_datasets(
         )
     _check_numbers(data_config)
     source = sources.open_source(data_config, image_size=image_size, seed=seed)
+    if source.num_classes < 2:
+        raise ValueError(
+            f"Data '{source.name}' has {source.num_classes} class(es); a classifier needs at "
+            f"least two (set --config.data.num_classes or add classes)."
+        )
     tracker = decode.CorruptTracker(data_config.on_corrupt)
     augment = prep.resolve_augment(data_config.augment, image_size=image_size, source=source.name)
     parallel = data_config.num_parallel_calls
@@ -193,6 +226,7 @@ def build_datasets(
         augment=augment,
         cached=cached,
         _tracker=tracker,
+        _failures=source.failures,
     )
 
 

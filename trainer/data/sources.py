@@ -79,10 +79,19 @@ class Split:
 
 @dataclasses.dataclass
 class Source:
+    """A data source's splits and classes.
+
+    Attributes:
+      failures: messages of bad examples found while reading (e.g. a TFRecord label outside
+        ``[0, num_classes)``), appended before the read raises inside tf.data, so the caller can
+        report the message instead of the graph's traceback.
+    """
+
     name: str
     train: Split
     val: Split
     class_names: list[str]
+    failures: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -266,6 +275,11 @@ def _open_folder(directory: str, data_config) -> Source:
             f"Class folders of '{directory}/val' do not match '{directory}/train': "
             f"missing in val {missing}, not in train {extra}."
         )
+    if len(class_names) < 2:
+        raise ValueError(
+            f"Image folder '{directory}/train' has {len(class_names)} class folder(s) "
+            f"({', '.join(class_names)}); a classifier needs at least two: add a folder per class."
+        )
 
     def split(files_by_class):
         paths = [p for name in class_names for p in files_by_class[name]]
@@ -340,11 +354,24 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
         "image/class/label": tf.io.FixedLenFeature([], tf.int64),
     }
+    failures: list[str] = []
+
+    def check_label(label, key):
+        # Out-of-range labels one-hot to all zeros and train silently at zero loss: refuse them.
+        if not 0 <= label < num_classes:
+            failures.append(
+                f"TFRecord label {int(label) + offset} of {key.decode()} minus label_offset="
+                f"{offset} is {int(label)}, outside [0, {num_classes}); for 1-based labels set "
+                f"--config.data.label_offset=1, else fix --config.data.num_classes."
+            )
+            raise ValueError(failures[-1])
+        return label
 
     def parse(serialized, key):
         example = tf.io.parse_single_example(serialized, features)
         label = tf.cast(example["image/class/label"] - offset, tf.int32)
-        return example["image/encoded"], label, key
+        label = tf.numpy_function(check_label, [label, key], tf.int32, stateful=False)
+        return example["image/encoded"], tf.ensure_shape(label, []), key
 
     def records(path):
         indexed = tf.data.TFRecordDataset(path).enumerate()
@@ -392,8 +419,26 @@ def _open_tfrecord(pattern: str, data_config) -> Source:
         )
 
     train_files, val_files = _tfrecord_files(pattern)
+    _check_tfrecord_features(train_files[0], features)
     names = [str(i) for i in range(num_classes)]
-    return Source(f"tfrecord:{pattern}", split(train_files), split(val_files), names)
+    return Source(f"tfrecord:{pattern}", split(train_files), split(val_files), names, failures)
+
+
+def _check_tfrecord_features(path: str, features: dict) -> None:
+    """Reads the first record of ``path``: its features must include ``features``' keys.
+
+    Raises:
+      ValueError: keys missing, naming those found.
+    """
+    for record in tf.data.TFRecordDataset(path).take(1):
+        found = sorted(tf.train.Example.FromString(record.numpy()).features.feature)
+        missing = [key for key in features if key not in found]
+        if missing:
+            raise ValueError(
+                f"TFRecord file '{path}' lacks the feature key(s) {missing}; it has {found}. "
+                f"The tfrecord source reads ImageNet-format tf.train.Examples "
+                f"({', '.join(features)})."
+            )
 
 
 def _open_tfds(name: str, data_config) -> Source:

@@ -252,7 +252,9 @@ def test_shards_are_disjoint_and_cover_the_split(shards, source, workers):
 
     root, _ = shards
     config = data_config(
-        source="digits" if source == "digits" else f"tfrecord:{root}/*", num_classes=2
+        source="digits" if source == "digits" else f"tfrecord:{root}/*",
+        num_classes=2,
+        label_offset=1,
     )
     split = open_source(config, image_size=8).train
     keys = []
