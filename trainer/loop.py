@@ -22,7 +22,18 @@ from deploy import console, export
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
-from trainer import checkpoints, config_validation, data, model_data, optim, runtime, summary
+from trainer import (
+    checkpoints,
+    config_validation,
+    data,
+    distill,
+    ema,
+    model_data,
+    optim,
+    runtime,
+    summary,
+)
+from trainer.data import mixing
 
 # Images handed to the int8 TFLite converter to calibrate activation ranges.
 _REPRESENTATIVE_IMAGES = 256
@@ -50,13 +61,6 @@ def run(config, workdir: str) -> dict:
         return _run(config, workdir, rt)
     finally:
         rt.cleanup()
-
-
-def _one_hot(num_classes: int):
-    def encode(images, labels):
-        return images, tf.one_hot(labels, num_classes)
-
-    return encode
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
@@ -114,8 +118,11 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
     write_atomic(out.config_json, resolved.to_json_best_effort(indent=2) + "\n")
 
-    encode = _one_hot(bundle.num_classes)
-    train, val = bundle.train.map(encode), bundle.val.map(encode)
+    # One-hot labels (mixed by mixup/CutMix when on), so label smoothing composes with mixing.
+    train = mixing.soft_label_batches(
+        bundle.train, config.data, num_classes=bundle.num_classes, seed=config.runtime.seed
+    )
+    val = bundle.val.map(mixing.one_hot(bundle.num_classes))
     resuming = tf.train.latest_checkpoint(run.checkpoints) is not None
     schedule = optim.build_schedule(
         config.optim,
@@ -137,20 +144,37 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         optimizer = optim.build_optimizer(config.optim, schedule)
         optim.exclude_from_decay(optimizer, model, config.optim)
         optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
-        model.compile(
+        compile_args = dict(
             optimizer=optimizer,
             loss=optim.build_loss(config.train.label_smoothing),
-            metrics=optim.build_metrics(bundle.num_classes),
             jit_compile=rt.jit_compile,
         )
+        model.compile(metrics=optim.build_metrics(bundle.num_classes), **compile_args)
+        # What fit and evaluate run: the model, or the model taught by a teacher.
+        trained = model
+        if distill.is_enabled(config.distill):
+            trained = distill.Distiller(
+                model,
+                distill.load_teacher(
+                    config.distill.teacher, image_size=image_size, num_classes=bundle.num_classes
+                ),
+                alpha=config.distill.alpha,
+                temperature=config.distill.temperature,
+                label_smoothing=config.train.label_smoothing,
+            )
+            trained.compile(metrics=optim.build_metrics(bundle.num_classes), **compile_args)
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
         optimizer.build(model.trainable_variables)
+        average = None
+        if ema.is_enabled(config.train):
+            average = ema.WeightEma(model, config.train.ema_decay, optimizer.iterations)
         state = checkpoints.CheckpointState(
             model,
             optimizer,
             run.checkpoints,
             write_directory=out.checkpoints,
             max_to_keep=config.train.keep_checkpoints,
+            extra={"ema": average.checkpointable} if average else None,
         )
     restored = state.restore_latest()
     if restored:
@@ -163,6 +187,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     # restored as finished but missing from metrics.csv or best/.
     callbacks = [
         guard,
+        *([ema.EmaCallback(average, val, config.train.eval_steps, guard)] if average else []),
         *pruning.callbacks(config.pruning, out.logs),
         logger,
         cbs.BestModel(model, out, config.train.best_metric, guard),
@@ -179,12 +204,12 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     epoch, offset = divmod(state.step, steps_per_epoch)
     if offset and epoch < epochs:
         # The rest of the epoch a kill interrupted, so the step count matches an unbroken run.
-        model.fit(
+        trained.fit(
             epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch - offset, **fit
         )
         epoch += 1
     if epoch < epochs and not guard.tripped:
-        model.fit(epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit)
+        trained.fit(epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit)
     if guard.tripped:
         bad_epoch, bad_step = guard.tripped_at
         raise NonFiniteLossError(
@@ -193,11 +218,13 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             f"with the same command after fixing the cause, e.g. a lower "
             f"config.optim.learning_rate, config.optim.clipnorm or float32 precision)."
         )
+    if average and config.train.export_ema:
+        average.copy_to_model()
     return _finish(
         config,
         run,
         out,
-        model,
+        trained,
         bundle,
         val,
         state,
@@ -207,10 +234,11 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
 
 
-def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, spec):
-    """Final evaluation, metrics.json, curves and export."""
+def _finish(config, run, out, trained, bundle, val, state, rows, *, image_size, spec):
+    """Final evaluation, metrics.json, curves and export (of the student, when distilled)."""
     started = time.perf_counter()
-    scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+    scores = trained.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+    model = getattr(trained, "student", trained)
     metrics = {
         "final": {
             "val_top1": float(scores["top1"]),
@@ -219,6 +247,7 @@ def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, sp
             "epochs": int(state.epoch.numpy()),
             "steps": state.step,
             "train_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
+            "weights": ema.exported_weights(config.train),
         },
         "model": config.model.name,
         "num_classes": bundle.num_classes,
