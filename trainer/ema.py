@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights (``config.train.ema_decay``), timm-style.
+"""Exponential moving average of the weights (``config.train.ema_decay``).
 
 After every optimizer step ``t`` (1 for the first step, read from ``optimizer.iterations`` so a
 resumed run continues the same sequence) each averaged variable's shadow ``s`` becomes::
@@ -6,7 +6,8 @@ resumed run continues the same sequence) each averaged variable's shadow ``s`` b
     decay_t = min(decay, (1 + t) / (10 + t))
     s <- decay_t * s + (1 - decay_t) * w
 
-the warm-up of timm's ``ModelEmaV3`` (early weights, still random, fade out quickly). What is
+the warm-up of ``tf.train.ExponentialMovingAverage(num_updates=...)``, which the TF-slim and TF
+models recipes of the papers use (early, still random weights fade out quickly). What is
 averaged follows timm's ``ModelEmaV2`` (the whole state dict): every trainable weight and every
 batch-norm layer's moving mean and variance, so the averaged network is evaluated with averaged
 statistics. Other variables (tfmot's pruning masks, thresholds and step) are not averaged: the
@@ -30,7 +31,7 @@ import tf_keras as keras  # noqa: E402
 
 from configs import validation  # noqa: E402
 
-# timm's decay warm-up: decay_t = min(decay, (1 + t) / (WARMUP + t)).
+# The decay warm-up of tf.train.ExponentialMovingAverage: min(decay, (1 + t) / (WARMUP + t)).
 WARMUP = 10.0
 
 

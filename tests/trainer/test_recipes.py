@@ -270,9 +270,9 @@ def test_ema_mixup_randaugment_and_distillation_train_and_resume(tmp_path):
     config.train.update(
         dict(
             epochs=2,
-            batch_size=8,
-            steps_per_epoch=2,
-            eval_steps=2,
+            batch_size=4,
+            steps_per_epoch=1,
+            eval_steps=1,
             verbose=0,
             ema_decay=0.99,
             label_smoothing=0.1,
@@ -283,7 +283,7 @@ def test_ema_mixup_randaugment_and_distillation_train_and_resume(tmp_path):
     workdir = str(tmp_path / "run")
     metrics = trainer.run(config, workdir)
 
-    assert metrics["final"]["weights"] == "ema" and metrics["final"]["steps"] == 4
+    assert metrics["final"]["weights"] == "ema" and metrics["final"]["steps"] == 2
     rows = read_metrics_csv(os.path.join(workdir, "metrics.csv"))
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"val_top1", "val_ema_top1", "val_ema_loss", "distill_kl"} <= set(rows[-1])
@@ -304,5 +304,5 @@ def test_ema_mixup_randaugment_and_distillation_train_and_resume(tmp_path):
     for path in tf.io.gfile.glob(f"{latest}.*"):
         tf.io.gfile.remove(path)
     resumed = trainer.run(config, workdir)
-    assert resumed["final"]["steps"] == 4
+    assert resumed["final"]["steps"] == 2
     assert [r["epoch"] for r in read_metrics_csv(os.path.join(workdir, "metrics.csv"))] == [1, 2]

@@ -70,7 +70,7 @@ def grayscale(image: tf.Tensor) -> tf.Tensor:
 
 
 def auto_contrast(image: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(image, tf.float32)
+    x = tf.cast(image, tf.float64)  # PIL's lookup table is computed in double precision
     low = tf.reduce_min(x, axis=[0, 1])
     high = tf.reduce_max(x, axis=[0, 1])
     scale = 255.0 / tf.maximum(high - low, 1.0)
@@ -82,7 +82,7 @@ def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
     values = tf.cast(channel, tf.int32)
     histogram = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256)
     nonzero = tf.boolean_mask(histogram, histogram > 0)
-    step = (tf.reduce_sum(histogram) - nonzero[-1]) // 256
+    step = (tf.reduce_sum(histogram) - nonzero[-1]) // 255
     safe_step = tf.maximum(step, 1)
     lut = (tf.cumsum(histogram, exclusive=True) + safe_step // 2) // safe_step
     lut = tf.clip_by_value(lut, 0, 255)
