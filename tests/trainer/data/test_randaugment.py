@@ -34,8 +34,9 @@ EXACT = {
     "solarize_add": (
         lambda x: randaugment.solarize_add(x, 90),
         lambda p: Image.fromarray(
-            np.where(np.asarray(p) < 128, np.minimum(np.asarray(p).astype(int) + 90, 255), p)
-            .astype(np.uint8)
+            np.where(
+                np.asarray(p) < 128, np.minimum(np.asarray(p).astype(int) + 90, 255), p
+            ).astype(np.uint8)
         ),
     ),
     "color": (
@@ -54,7 +55,10 @@ EXACT = {
         lambda x: randaugment.sharpness(x, 1.8),
         lambda p: ImageEnhance.Sharpness(p).enhance(1.8),
     ),
-    "shear_x": (lambda x: randaugment.shear_x(x, 0.27), lambda p: _affine(p, (1, 0.27, 0, 0, 1, 0))),
+    "shear_x": (
+        lambda x: randaugment.shear_x(x, 0.27),
+        lambda p: _affine(p, (1, 0.27, 0, 0, 1, 0)),
+    ),
     "shear_y": (
         lambda x: randaugment.shear_y(x, -0.21),
         lambda p: _affine(p, (1, 0, 0, -0.21, 1, 0)),
@@ -112,7 +116,7 @@ def test_randaugment_train_preprocess_is_seeded_and_normalised(image):
     np.testing.assert_array_equal(run([1, 2]), run([1, 2]))
     assert not np.array_equal(run([1, 2]), run([3, 2]))
     out = run([1, 2])
-    assert out.shape == (16, 16, 3) and -1.0 <= out.min() and out.max() <= 1.0
+    assert out.shape == (16, 16, 3) and out.min() >= -1.0 and out.max() <= 1.0
 
 
 def test_random_erasing_replaces_one_box_by_noise():
