@@ -80,17 +80,20 @@ def distillation_loss(
 def logits_model(model: keras.Model) -> keras.Model:
     """A model sharing ``model``'s layers that returns its logits (the softmax's input).
 
+    The softmax is found through the model's own output, not by name alone: a model rebuilt
+    around the same layer objects (tfmot's pruning wrappers reuse the unwrapped ones) calls
+    that layer once per graph, and only this model's call connects to its input.
+
     Raises:
-      ValueError: ``model`` has no ``predictions`` layer (not a lightnets classifier).
+      ValueError: ``model`` does not end in a ``predictions`` layer (not a lightnets classifier).
     """
-    try:
-        predictions = model.get_layer(PREDICTIONS_NAME)
-    except ValueError:
+    layer, node_index, _ = model.outputs[0]._keras_history
+    if layer.name != PREDICTIONS_NAME:
         raise ValueError(
-            f"Model '{model.name}' has no '{PREDICTIONS_NAME}' layer, so its logits are "
-            f"unknown; distill from a lightnets workdir, .keras file or registered model."
-        ) from None
-    return keras.Model(model.inputs, predictions.input, name=f"{model.name}_logits")
+            f"Model '{model.name}' does not end in a '{PREDICTIONS_NAME}' layer, so its logits "
+            f"are unknown; distill from a lightnets workdir, .keras file or registered model."
+        )
+    return keras.Model(model.inputs, layer.get_input_at(node_index), name=f"{model.name}_logits")
 
 
 def load_teacher(teacher: str, *, image_size: int, num_classes: int) -> keras.Model:
