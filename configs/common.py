@@ -46,7 +46,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.num_classes = config_dict.placeholder(int)  # synthetic only; else from data
     config.data.synthetic_examples = 1024
     config.data.val_fraction = 0.2  # digits: seeded train/val split
-    config.data.augment = "auto"  # auto | imagenet | light | randaugment | none
+    config.data.augment = "auto"  # auto | imagenet | light | none | randaugment
     config.data.min_crop_area = 0.08  # imagenet augment: crop area in [min, 1]; 0.25 small models
     config.data.label_offset = 0  # tfrecord: subtracted from labels; 1 for 1-based ImageNet shards
     config.data.on_corrupt = "skip"  # skip | fail

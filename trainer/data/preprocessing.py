@@ -16,7 +16,7 @@ from architectures.registry import Preprocessing
 from configs import validation
 from trainer.data import decode, randaugment
 
-AUGMENTATIONS = ("auto", "imagenet", "light", "randaugment", "none")
+AUGMENTATIONS = ("auto", "imagenet", "light", "none", "randaugment")
 # ImageNet-style crops sample aspect ratios in [3/4, 4/3] (Szegedy et al., torchvision).
 CROP_ASPECT_RATIOS = (3.0 / 4.0, 4.0 / 3.0)
 # Images this small (CIFAR, digits) lose the object under 8 %-area crops: use the light policy.
