@@ -4,7 +4,7 @@
     python benchmark.py pipeline --make_fixture=/tmp/pipeline_fixture   # folder and TFRecord
 
 The pipeline is ``trainer.data.build_datasets(config.data, ...).train``: read, decode, augment,
-normalise, batch, prefetch. Batches are pulled after a warm-up (which also fills any cache and the
+normalise, batch, prefetch, then one-hot labels and mixup/CutMix as the trainer applies them. Batches are pulled after a warm-up (which also fills any cache and the
 prefetch buffers). Sources are measured one after the other, never interleaved: a pipeline keeps
 producing into its buffers in the background while another is timed, which would credit it with
 batches made on the other's time.
@@ -57,7 +57,7 @@ flags.DEFINE_bool("write_docs", False, "Write the table into docs/benchmarks.md 
 def measure(data_config, source: str) -> dict:
     """Images/s of one source's training pipeline, timed in consecutive repeats."""
     from architectures.registry import Preprocessing
-    from trainer.data import build_datasets
+    from trainer.data import build_datasets, mixing
 
     config = data_config.copy_and_resolve_references()
     config.source = source
@@ -67,7 +67,9 @@ def measure(data_config, source: str) -> dict:
         preprocessing=Preprocessing(),
         batch_size=FLAGS.batch_size,
     )
-    batches = iter(bundle.train)
+    # One-hot labels, mixed when --data.mixup_alpha / --data.cutmix_alpha are set: what fit sees.
+    train = mixing.soft_label_batches(bundle.train, config, num_classes=bundle.num_classes, seed=0)
+    batches = iter(train)
     t = timing.time_interleaved(
         {source: lambda: next(batches)},
         repeats=FLAGS.repeats,

@@ -53,13 +53,23 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data.min_scale = 0.5  # segmentation: random scale range of the joint augmentation
     config.data.max_scale = 2.0
     config.data.val_fraction = 0.2  # digits: seeded train/val split
-    config.data.augment = "auto"  # auto | imagenet | light | none
+    config.data.augment = "auto"  # auto | imagenet | light | none | randaugment
     config.data.min_crop_area = 0.08  # imagenet augment: crop area in [min, 1]; 0.25 small models
     config.data.label_offset = 0  # tfrecord: subtracted from labels; 1 for 1-based ImageNet shards
     config.data.on_corrupt = "skip"  # skip | fail
     config.data.shuffle_buffer = 10_000
     config.data.cache = "auto"  # auto | memory | none
     config.data.num_parallel_calls = -1  # -1: tf.data.AUTOTUNE
+    # Training recipes (docs/recipes.md), all off by default. RandAugment (augment=randaugment):
+    # n ops per image at magnitude m in [0, 10] (timm's rand-m9-n2 by default).
+    config.data.randaugment_n = 2
+    config.data.randaugment_m = 9.0
+    config.data.random_erasing = 0.0  # probability of erasing a random box of each image
+    # Mixup / CutMix on each batch (trainer/data/mixing.py): off while both alphas are 0.
+    config.data.mixup_alpha = 0.0
+    config.data.cutmix_alpha = 0.0
+    config.data.mix_prob = 1.0  # probability that a batch is mixed at all
+    config.data.mix_switch_prob = 0.5  # with both alphas > 0: probability of CutMix over mixup
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 10
@@ -70,6 +80,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3
     config.train.best_metric = "val_top1"
+    # Exponential moving average of the weights (trainer/ema.py): None or 0 is off; e.g. 0.9999.
+    config.train.ema_decay = config_dict.placeholder(float)
+    config.train.export_ema = True  # with ema_decay: export (and finally evaluate) the average
     # Keras progress: None = a bar on a terminal, one line per epoch otherwise (logs, nohup, CI).
     config.train.verbose = config_dict.placeholder(int)
 
@@ -125,6 +138,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.export = ml_collections.ConfigDict()
     # At the end of training; the float TFLite file is what a phone runs (docs/deploy.md).
     config.export.formats = "keras,saved_model,tflite"
+
+    # Knowledge distillation (trainer/distill.py): off while teacher is "". The teacher is a
+    # workdir, a .keras file or a registered model name (with its ImageNet weights).
+    config.distill = ml_collections.ConfigDict()
+    config.distill.teacher = ""
+    config.distill.alpha = 0.9  # weight of the soft-target term; 1 - alpha on the labels
+    config.distill.temperature = 4.0
 
     config.init_checkpoint = ""  # warm start from another run's workdir or checkpoint
     return config

@@ -11,7 +11,8 @@ Read here as: RMSprop (rho 0.9, momentum 0.9), learning rate 0.1 at batch 4096 (
 with --config.train.batch_size), multiplied by 0.99 every 3 epochs; dropout 0.8 is TF's keep
 probability, i.e. rate 0.2; L2 1e-5 on every kernel; BN momentum 0.99. Not stated in the paper:
 RMSprop's epsilon (1e-3, the TPU reference trainers' default) and the epoch count (600, as the
-torchvision reference recipe trains MobileNet v3). The weight EMA has no trainer key yet. Other
+torchvision reference recipe trains MobileNet v3). The EMA is ``config.train.ema_decay`` (with
+tf.train.ExponentialMovingAverage's warm-up of the decay, docs/recipes.md), exported and evaluated in place of the raw weights. Other
 variants: --config.model.name=mobilenet_v3_small_100 etc. Set the data with
 --config.data.source=folder:<dir> or tfrecord:<glob>.
 """
@@ -34,4 +35,5 @@ def get_config():
     config.optim.decay_epochs = 3.0
     config.optim.weight_decay = 1e-5
     config.optim.depthwise_weight_decay = 1e-5
+    config.train.ema_decay = 0.9999
     return config

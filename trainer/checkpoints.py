@@ -1,8 +1,8 @@
 """Training state on disk: resumable checkpoints, and warm starts from another run.
 
 A checkpoint holds the model (with tfmot's pruning step, a variable inside its wrappers), the
-optimizer (its slots and ``iterations``, the global step the learning-rate schedule reads) and
-the number of finished epochs.
+optimizer (its slots and ``iterations``, the global step the learning-rate schedule reads),
+the number of finished epochs and, when on, the average of the weights (``trainer/ema.py``).
 
 Why a kill cannot leave a bad "latest": ``tf.train.Checkpoint.write`` assembles the shards in a
 temporary location and writes the ``.index`` file last, and ``CheckpointManager`` then updates
@@ -36,6 +36,8 @@ class CheckpointState:
       write_directory: where this process saves; differs from ``directory`` only on non-chief
         workers of a multi-worker run, which must save too but whose files are thrown away.
       max_to_keep: how many recent checkpoints to keep.
+      extra: more trackable objects to save and restore by name (the weight average's
+        ``{"ema": WeightEma.checkpointable}``).
     """
 
     def __init__(
@@ -46,11 +48,16 @@ class CheckpointState:
         *,
         write_directory: str | None = None,
         max_to_keep: int = 3,
+        extra: dict | None = None,
     ):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.optimizer = optimizer
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch, step=optimizer.iterations
+            model=model,
+            optimizer=optimizer,
+            epoch=self.epoch,
+            step=optimizer.iterations,
+            **(extra or {}),
         )
         self.directory = directory
         self._read = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)

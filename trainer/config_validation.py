@@ -15,7 +15,8 @@ from compression import pruning
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
-from trainer import optim, runtime, tasks
+from trainer import distill, ema, optim, runtime, tasks
+from trainer.data import mixing
 
 
 def _flat_keys(config, prefix: str = "") -> set[str]:
@@ -105,6 +106,9 @@ def validate(config) -> None:
             f"config.optim.weight_decay ({rate})",
         )
 
+    ema.validate(config.train)
+    mixing.validate(config.data)
+    distill.validate(config.distill)
     runtime.validate(config.runtime)
     validation.check_range(config, "runtime.seed", low=0)
     pruning.validate(config.pruning)

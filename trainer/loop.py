@@ -28,6 +28,8 @@ from trainer import (
     checkpoints,
     config_validation,
     data,
+    distill,
+    ema,
     model_data,
     optim,
     runtime,
@@ -166,8 +168,8 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     write_atomic(out.config_json, config_text)
     write_json(out.classes_json, workdir_lib.classes_payload(bundle.class_names))
 
-    encode = tasks.encode(config.task, bundle.num_classes)
-    train, val = bundle.train.map(encode), bundle.val.map(encode)
+    train = tasks.training_batches(config, bundle.train, num_classes=bundle.num_classes)
+    val = bundle.val.map(tasks.encode(config.task, bundle.num_classes))
     resuming = tf.train.latest_checkpoint(run.checkpoints) is not None
     schedule = optim.build_schedule(
         config.optim,
@@ -189,20 +191,37 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         optimizer = optim.build_optimizer(config.optim, schedule)
         optim.exclude_from_decay(optimizer, model, config.optim)
         optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
-        model.compile(
+        compile_args = dict(
             optimizer=optimizer,
             loss=tasks.loss(config.task, config.train),
-            metrics=tasks.metrics(config.task, bundle.num_classes),
             jit_compile=rt.jit_compile,
         )
+        model.compile(metrics=tasks.metrics(config.task, bundle.num_classes), **compile_args)
+        # What fit and evaluate run: the model, or the model taught by a teacher.
+        trained = model
+        if distill.is_enabled(config.distill):
+            trained = distill.Distiller(
+                model,
+                distill.load_teacher(
+                    config.distill.teacher, image_size=image_size, num_classes=bundle.num_classes
+                ),
+                alpha=config.distill.alpha,
+                temperature=config.distill.temperature,
+                label_smoothing=config.train.label_smoothing,
+            )
+            trained.compile(metrics=tasks.metrics(config.task, bundle.num_classes), **compile_args)
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
         optimizer.build(model.trainable_variables)
+        average = None
+        if ema.is_enabled(config.train):
+            average = ema.WeightEma(model, config.train.ema_decay, optimizer.iterations)
         state = checkpoints.CheckpointState(
             model,
             optimizer,
             run.checkpoints,
             write_directory=out.checkpoints,
             max_to_keep=config.train.keep_checkpoints,
+            extra={"ema": average.checkpointable} if average else None,
         )
     restored = state.restore_latest()
     if restored:
@@ -215,6 +234,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     # restored as finished but missing from metrics.csv or best/.
     callbacks = [
         guard,
+        *([ema.EmaCallback(average, val, config.train.eval_steps, guard)] if average else []),
         *pruning.callbacks(config.pruning, out.logs),
         logger,
         cbs.BestModel(model, out, config.train.best_metric, guard),
@@ -234,7 +254,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             if offset and epoch < epochs:
                 # The rest of the epoch a kill interrupted, so the step count matches an
                 # unbroken run.
-                model.fit(
+                trained.fit(
                     epochs=epoch + 1,
                     initial_epoch=epoch,
                     steps_per_epoch=steps_per_epoch - offset,
@@ -242,7 +262,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
                 )
                 epoch += 1
             if epoch < epochs and not guard.tripped:
-                model.fit(
+                trained.fit(
                     epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit
                 )
     except KeyboardInterrupt:
@@ -260,11 +280,13 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             f"(resume with the same command after fixing the cause, e.g. a lower "
             f"config.optim.learning_rate, config.optim.clipnorm or float32 precision)."
         )
+    if average and config.train.export_ema:
+        average.copy_to_model()
     return _finish(
         config,
         run,
         out,
-        model,
+        trained,
         bundle,
         val,
         state,
@@ -281,17 +303,19 @@ def _report_corrupt(bundle) -> None:
         logging.warning("%s", line)
 
 
-def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, spec):
-    """Final evaluation, metrics.json, curves and export."""
+def _finish(config, run, out, trained, bundle, val, state, rows, *, image_size, spec):
+    """Final evaluation, metrics.json, curves and export (of the student, when distilled)."""
     started = time.perf_counter()
     with bundle.reporting_failures():
-        scores = model.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+        scores = trained.evaluate(val, steps=config.train.eval_steps, return_dict=True, verbose=0)
+    model = getattr(trained, "student", trained)
     metrics = {
         "final": {
             **tasks.final_scores(config.task, scores, bundle.class_names),
             "epochs": int(state.epoch.numpy()),
             "steps": state.step,
             "train_seconds": float(sum(row.get("epoch_seconds", 0.0) for row in rows)),
+            "weights": ema.exported_weights(config.train),
         },
         "model": config.model.name,
         "num_classes": bundle.num_classes,

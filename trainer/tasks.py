@@ -17,6 +17,7 @@ import tf_keras as keras
 from configs import validation
 from deploy.segmentation_metrics import IGNORE_LABEL
 from trainer import optim
+from trainer.data import mixing
 from trainer.data.segmentation import is_segmentation_source
 
 TASKS = ("classification", "segmentation")
@@ -53,6 +54,16 @@ def validate(config, spec) -> None:
         ),
     )
     validation.check_choice(config, "train.best_metric", BEST_METRICS[task])
+    if task == "segmentation":
+        # Mixed soft labels and a classifier teacher have no per-pixel meaning here.
+        for key, value, unset in (
+            ("data.mixup_alpha", config.data.mixup_alpha, 0.0),
+            ("data.cutmix_alpha", config.data.cutmix_alpha, 0.0),
+            ("distill.teacher", config.distill.teacher, ""),
+        ):
+            validation.require(
+                not value, key, value, f"is for classification; set it to {unset!r} to segment"
+            )
 
 
 def _valid_pixels(y_true, y_pred):
@@ -146,11 +157,22 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
 
 def encode(task: str, num_classes: int):
     """``(images, labels) -> (images, targets)`` for the loss: one-hot or the masks as they are."""
+    if task == "classification":
+        return mixing.one_hot(num_classes)
+    return lambda images, masks: (images, masks)
 
-    def one_hot(images, labels):
-        return images, tf.one_hot(labels, num_classes)
 
-    return one_hot if task == "classification" else (lambda images, masks: (images, masks))
+def training_batches(config, dataset: tf.data.Dataset, *, num_classes: int) -> tf.data.Dataset:
+    """The training batches as the loss wants them.
+
+    Classification: one-hot labels, mixed by mixup/CutMix when ``config.data`` turns them on
+    (label smoothing then applies to the mixed labels); segmentation: the masks as they are.
+    """
+    if config.task == "classification":
+        return mixing.soft_label_batches(
+            dataset, config.data, num_classes=num_classes, seed=config.runtime.seed
+        )
+    return dataset.map(encode(config.task, num_classes))
 
 
 def loss(task: str, train_config) -> keras.losses.Loss:

@@ -67,6 +67,10 @@ def test_paper_hyperparameters():
     xception = load("xception_imagenet")
     assert (xception.model.dropout, xception.optim.weight_decay) == (0.5, 1e-5)
     assert load("default").data.source == "digits"
+    # The weight EMA of MobileNet v3's paper and v2's TF-slim recipe; off where none is used.
+    for recipe in ("mobilenet_v2_imagenet", "mobilenet_v3_imagenet"):
+        assert load(recipe).train.ema_decay == 0.9999
+    assert load("mobilenet_v1_imagenet").train.ema_decay is None
 
 
 @pytest.mark.parametrize(

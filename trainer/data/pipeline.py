@@ -2,7 +2,7 @@
 
     source (sources.py) -> decode (decode.py, corrupt files skipped or fatal)
       -> [cache decoded images when they fit] -> shuffle -> augment (preprocessing.py)
-      -> batch -> prefetch
+      -> [random erasing] -> batch -> prefetch
 
 Training data is infinite, shuffled, augmented and batched with ``drop_remainder``; validation
 data is one pass in a fixed order with evaluation preprocessing. ``decode_image`` and
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from architectures.registry import Preprocessing
 from configs import validation
-from trainer.data import decode, sources
+from trainer.data import decode, randaugment, sources
 from trainer.data import preprocessing as prep
 from trainer.data.decode import decode_image
 from trainer.data.preprocessing import eval_preprocess
@@ -28,6 +28,8 @@ from trainer.data.preprocessing import eval_preprocess
 CACHE_MODES = ("auto", "memory", "none")
 # ``cache=auto`` keeps decoded images in memory up to this share of the free RAM.
 CACHE_MEMORY_SHARE = 0.25
+# Folded into an example's seed for its random-erasing draws.
+_ERASING_STREAM = 0x4552
 
 
 @dataclasses.dataclass
@@ -44,7 +46,7 @@ class DataBundle:
       val_examples: validation examples (not sharded; corrupt ones included).
       class_names: class names, index = label.
       batch_size: examples per batch of this input pipeline.
-      augment: the training augmentation policy used (``imagenet``, ``light`` or ``none``).
+      augment: the training augmentation policy used (``imagenet``, ``light``, ``randaugment`` or ``none``).
       cached: whether decoded training images are cached in memory.
       task: ``classification`` (labels ``[B]``) or ``segmentation`` (masks ``[B, S, S]``, 255
         ignored; ``trainer.data.segmentation``).
@@ -122,9 +124,10 @@ def _check_numbers(data_config) -> None:
     )
     validation.check_range(data_config, "label_offset", low=0, prefix="data.")
     validation.check_choice(data_config, "cache", CACHE_MODES, "data.")
+    randaugment.validate(data_config)
 
 
-def _seeds(seed: int) -> tf.data.Dataset:
+def seed_stream(seed: int) -> tf.data.Dataset:
     """An infinite stream of stateless seeds ``[2]``, one per training example."""
     return tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
 
@@ -254,11 +257,23 @@ def _train_dataset(
     split, data_config, tracker, *, image_size, preprocessing, augment, cache, seed, shard, parallel
 ) -> tf.data.Dataset:
     min_area = data_config.min_crop_area
+    erasing = data_config.random_erasing
 
-    def augment_image(image, seed_pair, encoded):
+    def policy(image, seed_pair, encoded):
         if augment == "imagenet":
             return prep.imagenet_train_preprocess(
                 image, seed_pair, image_size, preprocessing, min_area=min_area, encoded=encoded
+            )
+        if augment == "randaugment":
+            return prep.randaugment_train_preprocess(
+                image,
+                seed_pair,
+                image_size,
+                preprocessing,
+                n=data_config.randaugment_n,
+                m=data_config.randaugment_m,
+                min_area=min_area,
+                encoded=encoded,
             )
         if encoded:
             image = decode_image(image)
@@ -266,9 +281,16 @@ def _train_dataset(
             return prep.light_train_preprocess(image, seed_pair, image_size, preprocessing)
         return eval_preprocess(image, image_size, preprocessing)
 
+    def augment_image(image, seed_pair, encoded):
+        image = policy(image, seed_pair, encoded)
+        if not erasing:
+            return image
+        erase_seed = tf.random.experimental.stateless_fold_in(seed_pair, _ERASING_STREAM)
+        return randaugment.random_erasing(image, erase_seed, erasing)
+
     def augment_decoded(examples):
         """``(image, label, ...)`` -> ``(augmented image, label)``, one seed per example."""
-        return tf.data.Dataset.zip((examples, _seeds(seed))).map(
+        return tf.data.Dataset.zip((examples, seed_stream(seed))).map(
             lambda ex, s: (augment_image(ex[0], s, False), ex[1]),
             num_parallel_calls=parallel,
             deterministic=False,
@@ -291,7 +313,7 @@ def _train_dataset(
     if not split.encoded:
         return augment_decoded(examples)
     # Decode and augment in one step, so JPEG crops decode only the crop window.
-    examples = tf.data.Dataset.zip((examples, _seeds(seed))).map(
+    examples = tf.data.Dataset.zip((examples, seed_stream(seed))).map(
         lambda ex, s: ((ex[0], s), ex[1], ex[2])
     )
     fused = decode.map_skipping_corrupt(

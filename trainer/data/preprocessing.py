@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from architectures.registry import Preprocessing
 from configs import validation
-from trainer.data import decode
+from trainer.data import decode, randaugment
 
-AUGMENTATIONS = ("auto", "imagenet", "light", "none")
+AUGMENTATIONS = ("auto", "imagenet", "light", "none", "randaugment")
 # ImageNet-style crops sample aspect ratios in [3/4, 4/3] (Szegedy et al., torchvision).
 CROP_ASPECT_RATIOS = (3.0 / 4.0, 4.0 / 3.0)
 # Images this small (CIFAR, digits) lose the object under 8 %-area crops: use the light policy.
@@ -130,6 +130,23 @@ def _sample_crop_window(image_shape: tf.Tensor, seed: tf.Tensor, min_area: float
     return begin, size
 
 
+def _crop_and_flip(image_or_bytes, seed, image_size, preprocessing, min_area, encoded):
+    """Random resized crop and flip: float32 ``[S, S, 3]`` in [0, 255], not yet normalised."""
+    if not 0.0 < min_area <= 1.0:
+        raise ValueError(f"config.data.min_crop_area={min_area} must be in (0, 1].")
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if encoded:
+        crop = decode.decode_and_crop(
+            image_or_bytes, lambda shape: _sample_crop_window(shape, crop_seed, min_area)
+        )
+    else:
+        image = _to_rgb(image_or_bytes)
+        begin, size = _sample_crop_window(tf.shape(image), crop_seed, min_area)
+        crop = tf.slice(image, begin, size)
+    resized = tf.image.resize(crop, [image_size, image_size], method=preprocessing.interpolation)
+    return tf.image.stateless_random_flip_left_right(resized, seed=flip_seed)
+
+
 def imagenet_train_preprocess(
     image_or_bytes: tf.Tensor,
     seed: tf.Tensor,
@@ -156,17 +173,33 @@ def imagenet_train_preprocess(
     Returns:
       float32 ``[S, S, 3]``, normalised.
     """
-    if not 0.0 < min_area <= 1.0:
-        raise ValueError(f"config.data.min_crop_area={min_area} must be in (0, 1].")
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    if encoded:
-        crop = decode.decode_and_crop(
-            image_or_bytes, lambda shape: _sample_crop_window(shape, crop_seed, min_area)
-        )
-    else:
-        image = _to_rgb(image_or_bytes)
-        begin, size = _sample_crop_window(tf.shape(image), crop_seed, min_area)
-        crop = tf.slice(image, begin, size)
-    resized = tf.image.resize(crop, [image_size, image_size], method=preprocessing.interpolation)
-    flipped = tf.image.stateless_random_flip_left_right(resized, seed=flip_seed)
+    flipped = _crop_and_flip(image_or_bytes, seed, image_size, preprocessing, min_area, encoded)
     return tf.ensure_shape(normalize(flipped, preprocessing), [image_size, image_size, 3])
+
+
+# Folded into an example's seed for its RandAugment draws (the crop and flip keep the seed's).
+_RANDAUGMENT_STREAM = 0x5241
+
+
+def randaugment_train_preprocess(
+    image_or_bytes: tf.Tensor,
+    seed: tf.Tensor,
+    image_size: int,
+    preprocessing: Preprocessing,
+    *,
+    n: int,
+    m: float,
+    min_area: float = 0.08,
+    encoded: bool = False,
+) -> tf.Tensor:
+    """``imagenet_train_preprocess``'s crop and flip, then RandAugment (timm's order).
+
+    RandAugment (``trainer/data/randaugment.py``) runs on the uint8 crop, before normalisation.
+    Arguments as ``imagenet_train_preprocess``'s, plus ``n`` ops at magnitude ``m``.
+    """
+    flipped = _crop_and_flip(image_or_bytes, seed, image_size, preprocessing, min_area, encoded)
+    pixels = tf.cast(tf.clip_by_value(tf.round(flipped), 0.0, 255.0), tf.uint8)
+    pixels = tf.ensure_shape(pixels, [image_size, image_size, 3])
+    seed = tf.random.experimental.stateless_fold_in(seed, _RANDAUGMENT_STREAM)
+    augmented = randaugment.randaugment(pixels, seed, n, m)
+    return tf.ensure_shape(normalize(augmented, preprocessing), [image_size, image_size, 3])
