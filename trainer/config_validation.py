@@ -15,7 +15,7 @@ from compression import pruning
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
-from trainer import optim, runtime
+from trainer import finetune, optim, runtime
 
 BEST_METRICS = ("val_top1", "val_top5", "val_loss", "top1", "top5", "loss")
 
@@ -107,6 +107,7 @@ def validate(config) -> None:
             f"config.optim.weight_decay ({rate})",
         )
 
+    finetune.validate(config)
     runtime.validate(config.runtime)
     validation.check_range(config, "runtime.seed", low=0)
     pruning.validate(config.pruning)

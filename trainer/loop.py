@@ -2,7 +2,8 @@
 
     validate config -> runtime (strategy, precision, seeds) -> datasets -> model (warm start,
     pruning) -> optimizer, weight decay, compile -> restore latest checkpoint -> fit (the rest
-    of an interrupted epoch first) -> evaluate -> metrics.json, curves, export
+    of an interrupted epoch first; a frozen-backbone phase first when fine-tuning) -> evaluate
+    -> metrics.json, curves, export
 
 The run directory's layout is ``deploy/workdir.py``'s.
 """
@@ -22,7 +23,16 @@ from deploy import console, export
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
-from trainer import checkpoints, config_validation, data, model_data, optim, runtime, summary
+from trainer import (
+    checkpoints,
+    config_validation,
+    data,
+    finetune,
+    model_data,
+    optim,
+    runtime,
+    summary,
+)
 
 # Images handed to the int8 TFLite converter to calibrate activation ranges.
 _REPRESENTATIVE_IMAGES = 256
@@ -111,6 +121,12 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
 
     resolved = config.copy_and_resolve_references()
     resolved.data.image_size, resolved.data.num_classes = image_size, bundle.num_classes
+    if config.model.pretrained and spec.weights is not None:
+        # The layout the weights need (MobileNet v1/v2: "same" stride-2 padding), recorded so a
+        # resumed run (built without them) and every loader of this run build the same model.
+        for knob, value in spec.weights.builder_kwargs.items():
+            if resolved.model.kwargs[knob] is None:
+                resolved.model.kwargs[knob] = value
     run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
     write_atomic(out.config_json, resolved.to_json_best_effort(indent=2) + "\n")
 
@@ -125,7 +141,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
     with rt.strategy.scope():
         model = _build_model(
-            config,
+            resolved,
             spec,
             image_size,
             bundle.num_classes,
@@ -135,14 +151,20 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         )
         optim.add_weight_decay(model, config.optim)
         optimizer = optim.build_optimizer(config.optim, schedule)
+        optimizer = finetune.with_learning_rate_scales(optimizer, model, config.optim)
         optim.exclude_from_decay(optimizer, model, config.optim)
         optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
-        model.compile(
-            optimizer=optimizer,
-            loss=optim.build_loss(config.train.label_smoothing),
-            metrics=optim.build_metrics(bundle.num_classes),
-            jit_compile=rt.jit_compile,
-        )
+
+        def compile_model():  # again whenever a fine-tuning phase changes the trainable set
+            with rt.strategy.scope():
+                model.compile(
+                    optimizer=optimizer,
+                    loss=optim.build_loss(config.train.label_smoothing),
+                    metrics=optim.build_metrics(bundle.num_classes),
+                    jit_compile=rt.jit_compile,
+                )
+
+        compile_model()
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
         optimizer.build(model.trainable_variables)
         state = checkpoints.CheckpointState(
@@ -176,15 +198,24 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         callbacks=callbacks,
         verbose=console.progress_verbosity(config.train.verbose),
     )
-    epoch, offset = divmod(state.step, steps_per_epoch)
-    if offset and epoch < epochs:
-        # The rest of the epoch a kill interrupted, so the step count matches an unbroken run.
+    # The rest of an interrupted epoch first, then the fine-tuning phases (one unless
+    # train.freeze_backbone_epochs), each from the restored step alone.
+    for segment in finetune.segments(
+        state.step,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        freeze_epochs=config.train.freeze_backbone_epochs,
+    ):
+        if guard.tripped:
+            break
+        finetune.enter_phase(model, segment, compile_model)
         model.fit(
-            epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch - offset, **fit
+            epochs=segment.end_epoch,
+            initial_epoch=segment.initial_epoch,
+            steps_per_epoch=segment.steps,
+            **fit,
         )
-        epoch += 1
-    if epoch < epochs and not guard.tripped:
-        model.fit(epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit)
+    finetune.set_backbone_trainable(model, True)  # the saved model trains whole if reloaded
     if guard.tripped:
         bad_epoch, bad_step = guard.tripped_at
         raise NonFiniteLossError(
