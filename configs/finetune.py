@@ -48,6 +48,7 @@ def get_config(model_name: str = DEFAULT_MODEL):
     frozen = config.train.get_ref("freeze_backbone_epochs").to_float()
     config.pruning.begin_epoch = frozen
     config.pruning.end_epoch = (frozen + epochs) * 0.5 + 0.5
+    config.pruning.frequency = 10  # steps: the window holds mask updates on a few hundred images
     # The training images calibrate int8: ship the phone-ready file too.
     config.export.formats = "keras,saved_model,tflite,tflite_int8"
     return config

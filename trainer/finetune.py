@@ -209,12 +209,11 @@ def with_learning_rate_scales(optimizer, model: keras.Model, optim_config):
     scaled._lr_scales = types.MappingProxyType(
         {scaled._var_key(variable): scale for variable, scale in scales}
     )
-    values = [scale for _, scale in scales]
+    top, stem = max(scale for _, scale in scales), min(scale for _, scale in scales)
     logging.info(
-        "Learning rates: the head's x1, the backbone's x%.3g (top) to x%.3g (stem) "
-        "(optim.backbone_lr_scale=%s, optim.layer_decay=%s).",
-        max(values),
-        min(values),
+        "Learning rates: the head's x1, the backbone's x%s (optim.backbone_lr_scale=%s, "
+        "optim.layer_decay=%s).",
+        f"{top:.3g}" if top == stem else f"{top:.3g} (top) to x{stem:.3g} (stem)",
         optim_config.backbone_lr_scale,
         optim_config.layer_decay,
     )
