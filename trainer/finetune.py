@@ -83,7 +83,7 @@ class Segment:
     frozen: bool
 
 
-def segments(step: int, *, steps_per_epoch: int, epochs: int, freeze_epochs: int) -> list:
+def segments(step: int, *, steps_per_epoch: int, epochs: int, freeze_epochs: int) -> list[Segment]:
     """The ``fit`` calls that take a run from global ``step`` to the end, phase by phase.
 
     The rest of an epoch a kill interrupted comes first (so the step count matches an unbroken
@@ -138,6 +138,7 @@ def layer_depths(model: keras.Model) -> dict[str, int]:
     for layer in weighted:
         if _is_batch_norm(layer) and not is_head(layer):
             source = unwrap(layer.inbound_nodes[-1].inbound_layers)
+            # Every BN in these families follows a conv; one that did not would sit at depth 1.
             depths[unwrap(layer).name] = depths.get(source.name, 1)
     return depths
 
