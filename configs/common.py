@@ -85,6 +85,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.export_ema = True  # with ema_decay: export (and finally evaluate) the average
     # Keras progress: None = a bar on a terminal, one line per epoch otherwise (logs, nohup, CI).
     config.train.verbose = config_dict.placeholder(int)
+    # Fine-tuning (trainer/finetune.py): epochs that train only the classifier, the backbone
+    # frozen with its batch norms in inference mode, before the whole network trains. 0: none.
+    config.train.freeze_backbone_epochs = 0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"  # sgd | rmsprop | adam | adamw
@@ -102,6 +105,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.optim.decay_epochs = 30.0  # step and exponential
     config.optim.min_learning_rate = 0.0
     config.optim.clipnorm = config_dict.placeholder(float)
+    # Fine-tuning (trainer/finetune.py): the backbone's learning rate is the classifier's times
+    # backbone_lr_scale, and a layer at depth d below the classifier gets a further
+    # layer_decay**d (None or 1.0: no layer-wise decay).
+    config.optim.backbone_lr_scale = 1.0
+    config.optim.layer_decay = config_dict.placeholder(float)
 
     config.runtime = ml_collections.ConfigDict()
     config.runtime.strategy = "auto"  # auto | one_device | mirrored | multi_worker_mirrored | tpu

@@ -15,7 +15,7 @@ from compression import pruning
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
-from trainer import distill, ema, optim, runtime, tasks
+from trainer import distill, ema, finetune, optim, runtime, tasks
 from trainer.data import mixing
 
 
@@ -109,6 +109,7 @@ def validate(config) -> None:
     ema.validate(config.train)
     mixing.validate(config.data)
     distill.validate(config.distill)
+    finetune.validate(config)
     runtime.validate(config.runtime)
     validation.check_range(config, "runtime.seed", low=0)
     pruning.validate(config.pruning)

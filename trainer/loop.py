@@ -2,7 +2,8 @@
 
     validate config -> runtime (strategy, precision, seeds) -> datasets -> model (warm start,
     pruning) -> optimizer, weight decay, compile -> restore latest checkpoint -> fit (the rest
-    of an interrupted epoch first) -> evaluate -> metrics.json, curves, export
+    of an interrupted epoch first; a frozen-backbone phase first when fine-tuning) -> evaluate
+    -> metrics.json, curves, export
 
 The run directory's layout is ``deploy/workdir.py``'s.
 """
@@ -30,6 +31,7 @@ from trainer import (
     data,
     distill,
     ema,
+    finetune,
     model_data,
     optim,
     runtime,
@@ -155,6 +157,12 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
 
     resolved = config.copy_and_resolve_references()
     resolved.data.image_size, resolved.data.num_classes = image_size, bundle.num_classes
+    if config.model.pretrained and spec.weights is not None:
+        # The layout the weights need (MobileNet v1/v2: "same" stride-2 padding), recorded so a
+        # resumed run (built without them) and every loader of this run build the same model.
+        for knob, value in spec.weights.builder_kwargs.items():
+            if resolved.model.kwargs[knob] is None:
+                resolved.model.kwargs[knob] = value
     run, out = Workdir(workdir), Workdir(rt.write_dir(workdir))
     config_text = resolved.to_json_best_effort(indent=2) + "\n"
     # Nothing is written before the directory is known to be new, empty or this very run.
@@ -179,7 +187,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     )
     with rt.strategy.scope():
         model = _build_model(
-            config,
+            resolved,
             spec,
             image_size,
             bundle.num_classes,
@@ -189,18 +197,13 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         )
         optim.add_weight_decay(model, config.optim)
         optimizer = optim.build_optimizer(config.optim, schedule)
+        optimizer = finetune.with_learning_rate_scales(optimizer, model, config.optim)
         optim.exclude_from_decay(optimizer, model, config.optim)
         optimizer = runtime.wrap_optimizer(optimizer, config.runtime.precision)
-        compile_args = dict(
-            optimizer=optimizer,
-            loss=tasks.loss(config.task, config.train),
-            jit_compile=rt.jit_compile,
-        )
-        model.compile(metrics=tasks.metrics(config.task, bundle.num_classes), **compile_args)
         # What fit and evaluate run: the model, or the model taught by a teacher.
-        trained = model
+        distiller = None
         if distill.is_enabled(config.distill):
-            trained = distill.Distiller(
+            distiller = distill.Distiller(
                 model,
                 distill.load_teacher(
                     config.distill.teacher, image_size=image_size, num_classes=bundle.num_classes
@@ -209,7 +212,19 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
                 temperature=config.distill.temperature,
                 label_smoothing=config.train.label_smoothing,
             )
-            trained.compile(metrics=tasks.metrics(config.task, bundle.num_classes), **compile_args)
+        trained = distiller or model
+
+        def compile_model():  # again whenever a fine-tuning phase changes the trainable set
+            with rt.strategy.scope():
+                for compiled in (model, distiller) if distiller else (model,):
+                    compiled.compile(
+                        optimizer=optimizer,
+                        loss=tasks.loss(config.task, config.train),
+                        metrics=tasks.metrics(config.task, bundle.num_classes),
+                        jit_compile=rt.jit_compile,
+                    )
+
+        compile_model()
         # Slots exist before restoring, so the checkpoint fills them instead of deferring.
         optimizer.build(model.trainable_variables)
         average = None
@@ -248,22 +263,24 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         callbacks=callbacks,
         verbose=console.progress_verbosity(config.train.verbose),
     )
-    epoch, offset = divmod(state.step, steps_per_epoch)
     try:
         with bundle.reporting_failures():
-            if offset and epoch < epochs:
-                # The rest of the epoch a kill interrupted, so the step count matches an
-                # unbroken run.
+            # The rest of an interrupted epoch first, then the fine-tuning phases (one unless
+            # train.freeze_backbone_epochs), each from the restored step alone.
+            for segment in finetune.segments(
+                state.step,
+                steps_per_epoch=steps_per_epoch,
+                epochs=epochs,
+                freeze_epochs=config.train.freeze_backbone_epochs,
+            ):
+                if guard.tripped:
+                    break
+                finetune.enter_phase(model, segment, compile_model)
                 trained.fit(
-                    epochs=epoch + 1,
-                    initial_epoch=epoch,
-                    steps_per_epoch=steps_per_epoch - offset,
+                    epochs=segment.end_epoch,
+                    initial_epoch=segment.initial_epoch,
+                    steps_per_epoch=segment.steps,
                     **fit,
-                )
-                epoch += 1
-            if epoch < epochs and not guard.tripped:
-                trained.fit(
-                    epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps_per_epoch, **fit
                 )
     except KeyboardInterrupt:
         # Ctrl-C lands between steps (TensorFlow's ops finish first): the state is consistent.
@@ -271,6 +288,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             state.save()
         saved = state.last_saved_step
         raise TrainingInterrupted(saved if saved >= 0 else None, run.root) from None
+    finetune.set_backbone_trainable(model, True)  # the saved model trains whole if reloaded
     _report_corrupt(bundle)
     if guard.tripped:
         bad_epoch, bad_step = guard.tripped_at
