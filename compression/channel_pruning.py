@@ -608,3 +608,64 @@ def prune_channels(
     )
     thin = apply_plan(graph, decided.removed)
     return (thin, decided) if return_plan else thin
+
+
+# ---------------------------------------------------------------------------------------------
+# config.channel_pruning
+
+_KEYS = ("target_macs", "target_params", "importance", "round_to", "steps", "skip")
+
+
+def is_enabled(section) -> bool:
+    """Channel pruning is on when ``target_macs`` or ``target_params`` is set."""
+    return section.get("target_macs") is not None or section.get("target_params") is not None
+
+
+def validate(section) -> None:
+    """Checks every ``config.channel_pruning`` key before any work.
+
+    Raises:
+      ValueError: naming the bad key, its value and what is accepted.
+    """
+    from configs import validation
+
+    prefix = "channel_pruning."
+    validation.check_keys(section, _KEYS, prefix)
+    for key in ("target_macs", "target_params"):
+        validation.check_range(
+            section, key, low=0.0, high=1.0, low_open=True, optional=True, prefix=prefix
+        )
+    validation.require(
+        section.target_macs is None or section.target_params is None,
+        "target_params",
+        section.target_params,
+        f"is invalid with config.channel_pruning.target_macs={section.target_macs}: set one",
+        prefix,
+    )
+    validation.check_choice(section, "importance", IMPORTANCES, prefix)
+    validation.check_range(section, "round_to", low=1, integer=True, prefix=prefix)
+    validation.require(
+        section.steps == 1,
+        "steps",
+        section.steps,
+        "is not supported: prune once per run (steps=1); for gradual pruning, train again with "
+        "--config.init_checkpoint=<this run> and a smaller target",
+        prefix,
+    )
+    validation.require(
+        isinstance(section.skip, str), "skip", section.skip, "must be a string", prefix
+    )
+
+
+def prune_from_config(model: keras.Model, section, *, batches=None):
+    """``prune_channels`` with ``config.channel_pruning``'s settings; returns (model, plan)."""
+    return prune_channels(
+        model,
+        section.target_macs,
+        target_params=section.target_params,
+        importance=section.importance,
+        round_to=section.round_to,
+        skip=tuple(name.strip() for name in section.skip.split(",") if name.strip()),
+        batches=batches,
+        return_plan=True,
+    )

@@ -3,6 +3,8 @@
 A training run owns one directory::
 
     DIR/config.json          the resolved config of the run
+    DIR/architecture.keras   a channel-pruned run's thinner model (its architecture, for resume)
+    DIR/channel_pruning.json what channel pruning removed (dense and pruned cost, channels)
     DIR/checkpoints/         resumable state (model, optimizer, epoch, step), written atomically
     DIR/best/                the best epoch's weights and best.json (metric, value, epoch)
     DIR/export/              model.keras, saved_model/, *.tflite (see EXPORT_FILES)
@@ -22,6 +24,7 @@ import json
 import os
 
 CONFIG_JSON = "config.json"
+ARCHITECTURE = "architecture.keras"
 
 # Export format -> file or directory name inside an export directory.
 EXPORT_FILES = {
@@ -46,6 +49,15 @@ class Workdir:
     @property
     def config_json(self) -> str:
         return self._join(CONFIG_JSON)
+
+    @property
+    def architecture(self) -> str:
+        """A model whose architecture the registry does not describe (a channel-pruned one)."""
+        return self._join(ARCHITECTURE)
+
+    @property
+    def channel_pruning_json(self) -> str:
+        return self._join("channel_pruning.json")
 
     @property
     def checkpoints(self) -> str:

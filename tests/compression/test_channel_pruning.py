@@ -22,7 +22,14 @@ from architectures.cost import model_cost
 from compression import channel_graph as cg
 from compression import channel_pruning as cp
 from deploy import tflite
-from layers import ChannelShuffle, ChannelSplit, GroupConv2D, HardSwish
+from layers import (
+    ChannelShuffle,
+    ChannelSplit,
+    DepthwiseSeparableConv2D,
+    GroupConv2D,
+    HardSwish,
+    SpatialSeparableConv2D,
+)
 
 SIZE, CLASSES = 32, 5
 # One small variant per registered family. ShuffleNet v1 g3 at width 0.5 has too few units to
@@ -139,7 +146,11 @@ def _user_model():
     z = GroupConv2D(24, 1, groups=4, name="gconv")(x)
     z = ChannelShuffle(4)(z)
     z = keras.layers.Conv2D(24, 3, padding="same", groups=2, name="conv_groups")(z)
-    x = keras.layers.Concatenate()([y, z, shared(x)])
+    spatial = SpatialSeparableConv2D(
+        16, 3, intermediate_filters=12, intermediate_activation="relu", name="spatial"
+    )(x)
+    separable = DepthwiseSeparableConv2D(16, 3, depth_multiplier=2, name="separable")(x)
+    x = keras.layers.Concatenate()([y, z, shared(x), spatial, separable])
     x = HardSwish()(x)
     left, right = ChannelSplit(2)(x)
     right = keras.layers.Conv2D(32, 1, name="right")(right)
@@ -163,7 +174,8 @@ def test_user_model_equivalence_and_barrier(caplog):
     assert "se_reduce" not in groups  # read by the barrier
     # tied across its 4 groups (and the 2 groups of the conv after the shuffle)
     assert groups["gconv"].channels_per_unit % 4 == 0
-    assert "hidden" in groups
+    producers = {name for g in graph.groups for name in g.layers}
+    assert {"hidden", "spatial", "separable", "right", "sep", "conv_groups"} <= producers
     head = graph.layers["head"]
     assert set(head.outputs[0].tolist()) <= graph.fixed  # the classifier's output stays whole
     thin = _check_equivalence(model)

@@ -1,0 +1,144 @@
+"""``benchmark.py channel_pruning``: dense vs channel-pruned latency, TFLite and TF, in one run.
+
+    python benchmark.py channel_pruning --model=mobilenet_v2_100,resnet50,shufflenet_v2_100 \\
+        --target_macs=0.5 --image_size=224 --num_threads=2
+    python benchmark.py channel_pruning --pruned_run=runs/<pruned digits run> --image_size=224
+
+For each registered model: the dense variant (fresh weights; latency does not depend on them)
+and ``compression.prune_channels`` of it at ``--target_macs``. With ``--pruned_run``: a
+channel-pruned training run's model and the dense run it was pruned from
+(``config.init_checkpoint``), both rebuilt at ``--image_size`` with their trained weights (every
+family ends in global pooling, so the weights fit any input size). Each pair is converted to
+float32 TFLite (XNNPACK, ``--num_threads``) and run as a TF ``tf.function``; the four candidates
+are timed round-robin in one run (``bench.timing.time_interleaved``), so machine load hits them
+alike and the pruned/dense ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import flags  # noqa: E402
+
+import architectures  # noqa: E402
+import compression  # noqa: E402
+from architectures.cost import model_cost  # noqa: E402
+from bench import common, report, timing  # noqa: E402
+from deploy import loading, tflite  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list(
+    "model", ["mobilenet_v2_100", "resnet50", "shufflenet_v2_100"], "Registered model names."
+)
+flags.DEFINE_integer("image_size", 224, "Square input size of every timed model.")
+flags.DEFINE_integer("num_classes", 1000, "Classifier width of the registered models.")
+flags.DEFINE_float("target_macs", 0.5, "Fraction of the dense multiply-adds kept.")
+flags.DEFINE_string("importance", "l1", "Channel importance: l1 or bn_gamma.")
+flags.DEFINE_string("pruned_run", "", "A channel-pruned train.py workdir to time instead.")
+flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
+common.define_timing_flags(repeats=7, warmup=3)
+flags.DEFINE_integer("calls", 5, "Calls averaged inside one repeat.")
+common.define_output_flags("docs/compression.md ('channel_pruning_latency')")
+
+
+def at_size(model: keras.Model, image_size: int) -> keras.Model:
+    """``model`` rebuilt on a square ``image_size`` input, with its weights."""
+    channels = int(model.inputs[0].shape[-1])
+    inputs = keras.Input((image_size, image_size, channels))
+    resized = keras.models.clone_model(model, input_tensors=inputs)
+    resized.set_weights(model.get_weights())
+    return resized
+
+
+def _pairs():
+    """(label, dense model, pruned model) at ``--image_size``."""
+    size = FLAGS.image_size
+    if FLAGS.pruned_run:
+        run = loading.load_workdir_config(FLAGS.pruned_run)
+        if not run.init_checkpoint:
+            raise SystemExit(
+                f"benchmark.py channel_pruning: --pruned_run={FLAGS.pruned_run} has no "
+                "config.init_checkpoint (the dense run it was pruned from)."
+            )
+        pruned = loading.load_model(FLAGS.pruned_run).keras_model
+        dense = loading.load_model(run.init_checkpoint).keras_model
+        yield run.model.name, at_size(dense, size), at_size(pruned, size)
+        return
+    for name in FLAGS.model:
+        dense = architectures.create_model(
+            name, input_shape=(size, size, 3), num_classes=FLAGS.num_classes
+        )
+        pruned = compression.prune_channels(
+            dense, target_macs=FLAGS.target_macs, importance=FLAGS.importance
+        )
+        yield name, dense, pruned
+
+
+def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
+    images = np.random.default_rng(0).random((1, FLAGS.image_size, FLAGS.image_size, 3))
+    images = images.astype(np.float32)
+    candidates, costs = {}, {}
+    for label, model in (("dense", dense), ("pruned", pruned)):
+        costs[label] = model_cost(model).total
+        runner = tflite.Runner(tflite.convert(model, "float32"), num_threads=FLAGS.num_threads)
+        candidates[f"{label}_tflite"] = lambda runner=runner: runner(images)
+        call = tf.function(lambda x, model=model: model(x, training=False))
+        candidates[f"{label}_tf"] = lambda call=call: call(tf.constant(images))
+    timings = timing.time_interleaved(
+        candidates, repeats=FLAGS.repeats, calls_per_repeat=FLAGS.calls, warmup=FLAGS.warmup
+    )
+    result = {
+        "model": name,
+        "image_size": FLAGS.image_size,
+        "num_threads": FLAGS.num_threads,
+        "dense_macs": costs["dense"].macs,
+        "pruned_macs": costs["pruned"].macs,
+        "dense_params": costs["dense"].params,
+        "pruned_params": costs["pruned"].params,
+        **{f"{label}_ms": t.median_ms for label, t in timings.items()},
+    }
+    for runtime in ("tflite", "tf"):
+        result[f"{runtime}_ratio"] = result[f"pruned_{runtime}_ms"] / result[f"dense_{runtime}_ms"]
+    return result
+
+
+def main(argv) -> None:
+    del argv
+    common.check_positive("channel_pruning", "image_size", "num_threads", "repeats", "calls")
+    if not 0 < FLAGS.target_macs <= 1:
+        raise SystemExit(
+            f"benchmark.py channel_pruning: --target_macs={FLAGS.target_macs} must be in (0, 1]."
+        )
+    if not FLAGS.pruned_run:
+        common.check_models("channel_pruning", FLAGS.model)
+    results = [_measure(*pair) for pair in _pairs()]
+    if FLAGS.json:
+        for result in results:
+            print(json.dumps(result))
+        return
+    rows = "".join(
+        f"| {r['model']} | {r['pruned_macs'] / r['dense_macs']:.2f} | "
+        f"{r['dense_params'] / 1e6:.2f} → {r['pruned_params'] / 1e6:.2f} | "
+        f"{r['dense_tflite_ms']:.2f} | {r['pruned_tflite_ms']:.2f} | {r['tflite_ratio']:.2f} | "
+        f"{r['dense_tf_ms']:.2f} | {r['pruned_tf_ms']:.2f} | {r['tf_ratio']:.2f} |\n"
+        for r in results
+    )
+    table = (
+        "| model | MACs kept | params (M) | TFLite dense ms | TFLite pruned ms | ratio | "
+        "TF dense ms | TF pruned ms | ratio |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"{rows}\n"
+        f"{FLAGS.image_size}×{FLAGS.image_size}, batch 1, TFLite float32 with XNNPACK on "
+        f"{FLAGS.num_threads} threads; medians of {FLAGS.repeats} interleaved repeats of "
+        f"{FLAGS.calls} calls. {report.machine_description()}."
+    )
+    print(table)
+    if FLAGS.write_docs:
+        report.update_section(
+            os.path.join(report.DOCS_DIR, "compression.md"), "channel_pruning_latency", table
+        )
