@@ -12,6 +12,12 @@ family ends in global pooling, so the weights fit any input size). Each pair is 
 float32 TFLite (XNNPACK, ``--num_threads``) and run as a TF ``tf.function``; the four candidates
 are timed round-robin in one run (``bench.timing.time_interleaved``), so machine load hits them
 alike and the pruned/dense ratios are what to read.
+
+    python benchmark.py channel_pruning --runs=DENSE,PRUNED_A,SPARSE_B,... --plot=out.png
+
+With ``--runs``: train.py workdirs (dense, tfmot-sparse, channel-pruned) are compared as
+trained: each run's exported float32 TFLite file is timed at its own input size (interleaved,
+batch 1) and plotted against the run's validation top-1.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ import architectures  # noqa: E402
 import compression  # noqa: E402
 from architectures.cost import model_cost  # noqa: E402
 from bench import common, report, timing  # noqa: E402
-from deploy import loading, tflite  # noqa: E402
+from deploy import loading, plotting, tflite  # noqa: E402
+from deploy.fileio import read_json  # noqa: E402
+from deploy.workdir import Workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -41,6 +49,8 @@ flags.DEFINE_integer("num_classes", 1000, "Classifier width of the registered mo
 flags.DEFINE_float("target_macs", 0.5, "Fraction of the dense multiply-adds kept.")
 flags.DEFINE_string("importance", "l1", "Channel importance: l1 or bn_gamma.")
 flags.DEFINE_string("pruned_run", "", "A channel-pruned train.py workdir to time instead.")
+flags.DEFINE_list("runs", [], "train.py workdirs to time and plot (top-1 vs TFLite latency).")
+flags.DEFINE_string("plot", "", "With --runs: where to write the top-1 vs latency PNG.")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
 common.define_timing_flags(repeats=7, warmup=3)
 flags.DEFINE_integer("calls", 5, "Calls averaged inside one repeat.")
@@ -108,6 +118,70 @@ def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
     return result
 
 
+def _run_label(metrics: dict) -> tuple[str, str]:
+    """(kind, label) of a run: dense, tfmot-sparse or channel-pruned, with its budget."""
+    if "channel_pruning" in metrics:
+        kept = metrics["channel_pruning"]["macs_ratio"]
+        return "channel-pruned", f"{kept:.2f}x MACs"
+    if "pruning" in metrics:
+        sparsity = metrics["pruning"].get("overall", {}).get("sparsity")
+        return "tfmot-sparse", f"{sparsity:.2f} sparse" if sparsity is not None else "sparse"
+    return "dense", "dense"
+
+
+def _compare_runs() -> list[dict]:
+    """Each run's exported TFLite timed interleaved at its own input size, with its top-1."""
+    candidates, rows = {}, []
+    for path in FLAGS.runs:
+        run = Workdir(path)
+        metrics = read_json(run.metrics_json)
+        runner = tflite.Runner(run.exported("tflite"), num_threads=FLAGS.num_threads)
+        size = int(metrics["image_size"])
+        images = np.random.default_rng(0).random((1, size, size, 3)).astype(np.float32)
+        candidates[path] = lambda runner=runner, images=images: runner(images)
+        kind, label = _run_label(metrics)
+        macs = model_cost(loading.load_model(path).keras_model).total_macs
+        rows.append(
+            {
+                "run": path,
+                "kind": kind,
+                "label": label,
+                "top1": metrics["final"]["val_top1"],
+                "macs": macs,
+            }
+        )
+    timings = timing.time_interleaved(
+        candidates, repeats=FLAGS.repeats, calls_per_repeat=FLAGS.calls, warmup=FLAGS.warmup
+    )
+    for row in rows:
+        row["tflite_ms"] = timings[row["run"]].median_ms
+    return rows
+
+
+def _plot(rows: list[dict], path: str) -> None:
+    plt = plotting.pyplot()
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for kind, marker in (("dense", "o"), ("tfmot-sparse", "s"), ("channel-pruned", "^")):
+        chosen = [r for r in rows if r["kind"] == kind]
+        if not chosen:
+            continue
+        axes.scatter(
+            [r["tflite_ms"] for r in chosen],
+            [100 * r["top1"] for r in chosen],
+            marker=marker,
+            label=kind,
+        )
+        for r in chosen:
+            axes.annotate(r["label"], (r["tflite_ms"], 100 * r["top1"]), fontsize=7)
+    axes.set_xlabel(f"TFLite float32 latency, batch 1, {FLAGS.num_threads} threads (ms)")
+    axes.set_ylabel("validation top-1 (%)")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv) -> None:
     del argv
     common.check_positive("channel_pruning", "image_size", "num_threads", "repeats", "calls")
@@ -115,6 +189,13 @@ def main(argv) -> None:
         raise SystemExit(
             f"benchmark.py channel_pruning: --target_macs={FLAGS.target_macs} must be in (0, 1]."
         )
+    if FLAGS.runs:
+        rows = _compare_runs()
+        for row in rows:
+            print(json.dumps(row))
+        if FLAGS.plot:
+            _plot(rows, FLAGS.plot)
+        return
     if not FLAGS.pruned_run:
         common.check_models("channel_pruning", FLAGS.model)
     results = [_measure(*pair) for pair in _pairs()]

@@ -95,7 +95,8 @@ _COST_VARIABLES = {
 }
 
 
-def _short_name(weight) -> str:
+def weight_name(weight) -> str:
+    """A weight's own name: ``kernel`` for ``block_1/conv/kernel:0``."""
     return weight.name.split("/")[-1].split(":")[0]
 
 
@@ -174,7 +175,7 @@ def apply_plan(graph: ChannelGraph, removed: set[int]) -> keras.Model:
         if layer.name in kept:
             slices = _SLICES[graph.layers[layer.name].kind]
             values = [
-                _slice(v, slices[_short_name(w)], kept[layer.name])
+                _slice(v, slices[weight_name(w)], kept[layer.name])
                 for w, v in zip(layer.weights, values, strict=True)
             ]
         thin.get_layer(layer.name).set_weights(values)
@@ -187,7 +188,7 @@ def apply_plan(graph: ChannelGraph, removed: set[int]) -> keras.Model:
 
 def _weight(layer, name: str):
     for w in layer.weights:
-        if _short_name(w) == name:
+        if weight_name(w) == name:
             return w
     return None
 

@@ -58,7 +58,7 @@ def _randomise(model, seed=0):
     for layer in model.layers:
         values = []
         for w in layer.weights:
-            name = cp._short_name(w)
+            name = cp.weight_name(w)
             shape = tuple(w.shape)
             if name in ("moving_variance", "gamma"):
                 values.append(rng.uniform(0.5, 1.5, shape))
