@@ -16,8 +16,8 @@ alike and the pruned/dense ratios are what to read.
     python benchmark.py channel_pruning --runs=DENSE,PRUNED_A,SPARSE_B,... --plot=out.png
 
 With ``--runs``: train.py workdirs (dense, tfmot-sparse, channel-pruned) are compared as
-trained: each run's exported float32 TFLite file is timed at its own input size (interleaved,
-batch 1) and plotted against the run's validation top-1.
+trained: each run's model is rebuilt at ``--image_size`` with its weights, converted to TFLite
+and timed (interleaved, batch 1), and plotted against the run's validation top-1.
 """
 
 from __future__ import annotations
@@ -130,24 +130,26 @@ def _run_label(metrics: dict) -> tuple[str, str]:
 
 
 def _compare_runs() -> list[dict]:
-    """Each run's exported TFLite timed interleaved at its own input size, with its top-1."""
+    """Each run's trained model rebuilt at ``--image_size``, converted to TFLite (tfmot-sparse
+    runs with the sparse encoding XNNPACK reads) and timed interleaved, with its top-1."""
     candidates, rows = {}, []
+    size = FLAGS.image_size
+    images = np.random.default_rng(0).random((1, size, size, 3)).astype(np.float32)
     for path in FLAGS.runs:
-        run = Workdir(path)
-        metrics = read_json(run.metrics_json)
-        runner = tflite.Runner(run.exported("tflite"), num_threads=FLAGS.num_threads)
-        size = int(metrics["image_size"])
-        images = np.random.default_rng(0).random((1, size, size, 3)).astype(np.float32)
-        candidates[path] = lambda runner=runner, images=images: runner(images)
+        metrics = read_json(Workdir(path).metrics_json)
         kind, label = _run_label(metrics)
-        macs = model_cost(loading.load_model(path).keras_model).total_macs
+        model = at_size(loading.load_model(path).keras_model, size)
+        mode = "sparse" if kind == "tfmot-sparse" else "float32"
+        runner = tflite.Runner(tflite.convert(model, mode), num_threads=FLAGS.num_threads)
+        candidates[path] = lambda runner=runner: runner(images)
         rows.append(
             {
                 "run": path,
                 "kind": kind,
                 "label": label,
                 "top1": metrics["final"]["val_top1"],
-                "macs": macs,
+                "macs": model_cost(model).total_macs,
+                "image_size": size,
             }
         )
     timings = timing.time_interleaved(
@@ -173,7 +175,10 @@ def _plot(rows: list[dict], path: str) -> None:
         )
         for r in chosen:
             axes.annotate(r["label"], (r["tflite_ms"], 100 * r["top1"]), fontsize=7)
-    axes.set_xlabel(f"TFLite float32 latency, batch 1, {FLAGS.num_threads} threads (ms)")
+    axes.set_xlabel(
+        f"TFLite latency at {FLAGS.image_size}x{FLAGS.image_size}, batch 1, "
+        f"{FLAGS.num_threads} threads (ms)"
+    )
     axes.set_ylabel("validation top-1 (%)")
     axes.legend()
     axes.grid(alpha=0.3)
