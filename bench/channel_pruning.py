@@ -124,8 +124,8 @@ def _run_label(metrics: dict) -> tuple[str, str]:
         kept = metrics["channel_pruning"]["macs_ratio"]
         return "channel-pruned", f"{kept:.2f}x MACs"
     if "pruning" in metrics:
-        sparsity = metrics["pruning"].get("overall", {}).get("sparsity")
-        return "tfmot-sparse", f"{sparsity:.2f} sparse" if sparsity is not None else "sparse"
+        sparsity = metrics["pruning"]["sparsity"]["all_kernels"]["sparsity"]
+        return "tfmot-sparse", f"{sparsity:.2f} sparse"
     return "dense", "dense"
 
 

@@ -294,7 +294,7 @@ def test_pruned_model_takes_tfmot_pruning_and_int8():
     model = create_model("mobilenet_v2_035", input_shape=(SIZE, SIZE, 3), num_classes=CLASSES)
     thin = compression.prune_channels(model, target_macs=0.5)
     config = get_base_config().pruning
-    config.final_sparsity = 0.5
+    config.final_sparsity, config.frequency = 0.5, 1
     wrapped = pruning.apply(thin, config, steps_per_epoch=1, total_steps=2)
     assert pruning.has_wrappers(wrapped)
     flatbuffer = tflite.convert(thin, "int8", representative_images=_images(8))
