@@ -11,6 +11,7 @@ Commands (each lives in ``bench/<command>.py`` and defines its own flags):
   pipeline       input-pipeline images/s alone
   sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
   latency        TensorFlow and TFLite inference latency of several models, interleaved
+  channel_pruning  dense vs channel-pruned latency, TFLite (XNNPACK) and TF, side by side
 
 ``python benchmark.py <command> --help`` lists a command's flags.
 """
@@ -34,6 +35,7 @@ COMMANDS = (
     "pipeline",
     "sparse",
     "latency",
+    "channel_pruning",
 )
 
 

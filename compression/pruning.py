@@ -40,6 +40,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 )
 
 from architectures.common import CLASSIFIER_NAME  # noqa: E402
+from compression.channel_pruning import weight_name as _short_name  # noqa: E402
 from configs import validation  # noqa: E402
 
 _sparsity = tfmot.sparsity.keras
@@ -254,10 +255,6 @@ def make_schedule(pruning_config, *, steps_per_epoch: int, total_steps: int):
 class _Candidate:
     weight: tf.Variable
     kind: str
-
-
-def _short_name(weight) -> str:
-    return weight.name.split("/")[-1].split(":")[0]
 
 
 def _kind_of_kernel(layer, weight) -> str:

@@ -143,6 +143,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     # init_checkpoint when that is a dense run's workdir.
     config.pruning.dense_reference = ""
 
+    # Structured channel pruning (compression/channel_pruning.py, docs/compression.md): on when
+    # a target is set. The model (warm-started from init_checkpoint) is made thinner before
+    # training, which then fine-tunes it; the pruned architecture is kept in the workdir.
+    config.channel_pruning = ml_collections.ConfigDict()
+    config.channel_pruning.target_macs = config_dict.placeholder(float)  # fraction kept
+    config.channel_pruning.target_params = config_dict.placeholder(float)  # or this fraction
+    config.channel_pruning.importance = "l1"  # l1 | bn_gamma | taylor
+    config.channel_pruning.round_to = 8  # kept channel counts are multiples of this
+    config.channel_pruning.steps = 1  # pruning steps (only one, before training, for now)
+    config.channel_pruning.skip = ""  # comma-separated group names (channel_groups) kept whole
+
     config.export = ml_collections.ConfigDict()
     # At the end of training; the float TFLite file is what a phone runs (docs/deploy.md).
     config.export.formats = "keras,saved_model,tflite"

@@ -307,7 +307,8 @@ def load_source_model(path: str, label: str = "config.init_checkpoint") -> keras
     """The model stored at ``path``: a ``.keras`` file, or a checkpoint of a train.py run.
 
     A checkpoint is restored into a model rebuilt from its workdir's ``config.json`` (which
-    records the model name, input size and number of classes), pruning wrappers included.
+    records the model name, input size and number of classes), pruning wrappers included, or,
+    for a channel-pruned run, into the workdir's ``architecture.keras``.
 
     Raises:
       ValueError: nothing loadable at ``path`` (the message names ``label`` and the path).
@@ -328,13 +329,17 @@ def load_source_model(path: str, label: str = "config.init_checkpoint") -> keras
 
     source = load_workdir_config(os.path.dirname(config_path))
     size, classes = source.data.image_size, source.data.num_classes
-    model = architectures.create_model(
-        source.model.name,
-        input_shape=(size, size, 3),
-        num_classes=classes,
-        dropout=source.model.dropout,
-        **source.model.kwargs,
-    )
+    architecture = Workdir(os.path.dirname(config_path)).architecture
+    if os.path.isfile(architecture):  # channel-pruned: the registry name is the dense model
+        model = load_keras_file(architecture)
+    else:
+        model = architectures.create_model(
+            source.model.name,
+            input_shape=(size, size, 3),
+            num_classes=classes,
+            dropout=source.model.dropout,
+            **source.model.kwargs,
+        )
     if pruning.is_enabled(source.pruning):
         model = pruning.rebuild(model, source.pruning)
     tf.train.Checkpoint(model=model).restore(prefix).expect_partial()

@@ -5,6 +5,8 @@ A training run owns one directory::
     DIR/LIGHTNETS_RUN        marker: this directory is a lightnets run (see ``check_trainable``)
     DIR/config.json          the resolved config of the run
     DIR/classes.json         the class names, index = label (also beside every export)
+    DIR/architecture.keras   a channel-pruned run's thinner model (its architecture, for resume)
+    DIR/channel_pruning.json what channel pruning removed (dense and pruned cost, channels)
     DIR/checkpoints/         resumable state (model, optimizer, epoch, step), written atomically
     DIR/best/                the best epoch's weights and best.json (metric, value, epoch)
     DIR/export/              model.keras, saved_model/, *.tflite (see EXPORT_FILES)
@@ -31,6 +33,8 @@ CLASSES_JSON = "classes.json"
 # What must match for a run to be resumed with another config (config.json keys; ``task`` is
 # compared only where a config has it). Anything else (epochs, learning rate...) may change.
 IDENTITY_KEYS = ("model.name", "model.kwargs", "data.num_classes", "data.image_size", "task")
+ARCHITECTURE = "architecture.keras"
+CHANNEL_PRUNING_JSON = "channel_pruning.json"
 
 # Export format -> file or directory name inside an export directory.
 EXPORT_FILES = {
@@ -63,6 +67,13 @@ class Workdir:
     @property
     def classes_json(self) -> str:
         return self._join(CLASSES_JSON)
+    def architecture(self) -> str:
+        """A model whose architecture the registry does not describe (a channel-pruned one)."""
+        return self._join(ARCHITECTURE)
+
+    @property
+    def channel_pruning_json(self) -> str:
+        return self._join(CHANNEL_PRUNING_JSON)
 
     @property
     def checkpoints(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from compression import pruning
+from compression import channel_pruning, pruning
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
@@ -113,6 +113,7 @@ def validate(config) -> None:
     runtime.validate(config.runtime)
     validation.check_range(config, "runtime.seed", low=0)
     pruning.validate(config.pruning)
+    channel_pruning.validate(config.channel_pruning)
 
     export.parse_formats(config.export.formats)
     path = config.init_checkpoint

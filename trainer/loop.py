@@ -25,6 +25,7 @@ from deploy import workdir as workdir_lib
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
+from trainer import channel_pruning as channels
 from trainer import (
     checkpoints,
     config_validation,
@@ -122,7 +123,9 @@ def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.TensorBoard(log_dir, profile_batch=0)]
 
 
-def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_epoch, total):
+def _build_model(
+    config, spec, image_size, num_classes, *, resuming, steps_per_epoch, total, run, out, train
+):
     model = architectures.create_model(
         config.model.name,
         # A resumed run's checkpoint overwrites the weights: needing the file (or the network)
@@ -133,10 +136,11 @@ def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_e
         dropout=config.model.dropout,
         **config.model.kwargs,
     )
-    if config.model.bn_momentum is not None:
-        set_bn_momentum(model, config.model.bn_momentum)
     if config.init_checkpoint and not resuming:
         checkpoints.warm_start(model, config.init_checkpoint)
+    model = channels.prepare(model, config, run, out, train=train)
+    if config.model.bn_momentum is not None:
+        set_bn_momentum(model, config.model.bn_momentum)
     return pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
 
 
@@ -194,6 +198,9 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
             resuming=resuming,
             steps_per_epoch=steps_per_epoch,
             total=total_steps,
+            run=run,
+            out=out,
+            train=train,
         )
         optim.add_weight_decay(model, config.optim)
         optimizer = optim.build_optimizer(config.optim, schedule)
@@ -363,6 +370,8 @@ def _finish(config, run, out, trained, bundle, val, state, rows, *, image_size, 
             init if init and (os.path.isdir(init) or init.endswith(".keras")) else None
         )
         metrics["pruning"] = export.pruning_report(pruning.strip(model), dense, config.pruning)
+    if tf.io.gfile.exists(run.channel_pruning_json):
+        metrics["channel_pruning"] = channels.report(run, model)
     metrics["export"] = {name: os.path.relpath(p, out.root) for name, p in paths.items()}
     metrics["summary"] = summary.build(model, paths, out.root, image_size=image_size)
     if tf.io.gfile.exists(out.best_json):

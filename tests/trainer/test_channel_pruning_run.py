@@ -1,0 +1,64 @@
+"""Channel pruning in train.py: prune a dense run, fine-tune, resume, reload by checkpoint."""
+
+import os
+
+import pytest
+import tensorflow as tf
+
+import trainer
+from architectures.cost import model_cost
+from configs import recipes
+from deploy import loading
+from deploy.fileio import read_json
+from deploy.workdir import Workdir
+
+
+def _config(**channel_pruning):
+    config = recipes.digits("mobilenet_v2_035", image_size=32, epochs=1)
+    config.train.steps_per_epoch = 2
+    config.train.batch_size = 16
+    config.train.eval_steps = 2
+    config.train.verbose = 0
+    config.export.formats = "keras"
+    config.channel_pruning.update(channel_pruning)
+    return config
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"target_macs": 0.0}, "channel_pruning.target_macs"),
+        ({"target_macs": 0.5, "target_params": 0.5}, "channel_pruning.target_params"),
+        ({"target_macs": 0.5, "steps": 2}, "channel_pruning.steps"),
+        ({"target_macs": 0.5, "importance": "random"}, "channel_pruning.importance"),
+    ],
+)
+def test_bad_config_names_the_key(overrides, key, tmp_path):
+    with pytest.raises(ValueError, match=f"config.{key}="):
+        trainer.run(_config(**overrides), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_prune_fine_tune_resume_and_reload(tmp_path):
+    dense_dir, pruned_dir = str(tmp_path / "dense"), str(tmp_path / "pruned")
+    dense_metrics = trainer.run(_config(), dense_dir)
+    config = _config(target_macs=0.5)
+    config.init_checkpoint = dense_dir
+    metrics = trainer.run(config, pruned_dir)
+    record = metrics["channel_pruning"]
+    assert record["pruned_macs"] <= 0.5 * record["dense_macs"]
+    assert record["dense_top1"] == dense_metrics["final"]["val_top1"]
+    assert record == read_json(Workdir(pruned_dir).metrics_json)["channel_pruning"]
+    assert any(kept < full for kept, full in record["channels"].values())
+    exported = loading.load_model(pruned_dir).keras_model
+    assert model_cost(exported).total_macs == record["pruned_macs"]
+
+    # Resume with one more epoch: the stored architecture is reused, nothing is pruned again.
+    config.train.epochs = 2
+    resumed = trainer.run(config, pruned_dir)
+    assert resumed["final"]["steps"] == 4
+    assert resumed["channel_pruning"]["pruned_macs"] == record["pruned_macs"]
+    # A checkpoint alone rebuilds the pruned model, not the registry's dense one.
+    prefix = tf.train.latest_checkpoint(Workdir(pruned_dir).checkpoints)
+    assert model_cost(loading.load_source_model(prefix)).total_macs == record["pruned_macs"]

@@ -1,0 +1,116 @@
+"""Channel pruning inside a training run: prune once before training, fine-tune, resume.
+
+``python train.py --config=... --config.init_checkpoint=<dense run>
+--config.channel_pruning.target_macs=0.5`` starts from the dense run's model (classifier
+included, when the classes and input size match), makes it thinner
+(``compression.channel_pruning``) and trains the result with the usual loop. The thinner model
+is written to the workdir (``Workdir.architecture``) before the first step, so a resumed run,
+``evaluate.py``, ``export.py`` and warm starts from this run rebuild it without the registry
+name (which names the dense model). ``Workdir.channel_pruning_json`` records what was removed;
+``report`` turns it into ``metrics.json["channel_pruning"]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tf_keras as keras
+from absl import logging
+
+from architectures.cost import model_cost
+from compression import channel_pruning, pruning
+from deploy import loading
+from deploy.fileio import read_json, write_json
+from deploy.workdir import Workdir, is_workdir, owning_workdir
+
+# Training batches the taylor importance averages its gradients over.
+TAYLOR_BATCHES = 8
+
+
+def _dense_model(model: keras.Model, init_checkpoint: str) -> keras.Model:
+    """The init checkpoint's whole model when it fits this run's input and classes, else
+    ``model`` (already warm-started, without the classifier)."""
+    if not init_checkpoint:
+        return model
+    source = loading.load_source_model(init_checkpoint)
+    if pruning.has_wrappers(source):
+        source = pruning.strip(source)
+    if source.input_shape == model.input_shape and source.output_shape == model.output_shape:
+        return source
+    return model
+
+
+def _dense_top1(init_checkpoint: str) -> float | None:
+    """The validation top-1 the init checkpoint's run reported, if it is a finished run."""
+    workdir = init_checkpoint if is_workdir(init_checkpoint) else None
+    workdir = workdir or (owning_workdir(init_checkpoint, levels=3) if init_checkpoint else None)
+    path = Workdir(workdir).metrics_json if workdir else None
+    if not path or not os.path.isfile(path):
+        return None
+    return read_json(path).get("final", {}).get("val_top1")
+
+
+def prepare(model: keras.Model, config, run: Workdir, out: Workdir, *, train) -> keras.Model:
+    """The model to train: ``model`` itself, or its channel-pruned version.
+
+    Args:
+      model: the freshly built (and warm-started) model.
+      config: the run's config.
+      run: the run's workdir (read).
+      out: where this process writes (the workdir, or a non-chief worker's scratch copy).
+      train: the training dataset of ``(images, one-hot labels)`` batches (taylor importance).
+
+    Returns:
+      ``model`` when channel pruning is off; the workdir's pruned model when it holds one (a
+      resumed run: the checkpoint then restores the trained weights); else a new pruned model,
+      also written to the workdir.
+    """
+    section = config.channel_pruning
+    if not channel_pruning.is_enabled(section):
+        return model
+    if os.path.isfile(run.architecture):
+        logging.info("Channel pruning: the pruned model of %s is used.", run.architecture)
+        return loading.load_keras_file(run.architecture)
+    dense = _dense_model(model, config.init_checkpoint)
+    batches = train.take(TAYLOR_BATCHES) if section.importance == "taylor" else None
+    thin, decided = channel_pruning.prune_from_config(dense, section, batches=batches)
+    dense_cost, thin_cost = model_cost(dense).total, model_cost(thin).total
+    report = {
+        "target_macs": section.target_macs,
+        "target_params": section.target_params,
+        "importance": section.importance,
+        "round_to": section.round_to,
+        "dense_macs": dense_cost.macs,
+        "dense_params": dense_cost.params,
+        "pruned_macs": thin_cost.macs,
+        "pruned_params": thin_cost.params,
+        "channels": {name: list(kept) for name, kept in decided.kept.items()},
+        "dense_top1": _dense_top1(config.init_checkpoint),
+    }
+    os.makedirs(out.root, exist_ok=True)
+    partial = f"{out.architecture}.partial.keras"  # renamed into place: never half-written
+    thin.save(partial)
+    os.replace(partial, out.architecture)
+    write_json(out.channel_pruning_json, report)
+    logging.info(
+        "Channel pruning: %d -> %d MACs (%.2fx), %d -> %d parameters.",
+        dense_cost.macs,
+        thin_cost.macs,
+        thin_cost.macs / max(1, dense_cost.macs),
+        dense_cost.params,
+        thin_cost.params,
+    )
+    return thin
+
+
+def report(run: Workdir, model: keras.Model) -> dict:
+    """``metrics.json["channel_pruning"]``: the pruning record, costs measured on ``model``."""
+    record = read_json(run.channel_pruning_json)
+    cost = model_cost(model).total
+    record.update(
+        pruned_macs=cost.macs,
+        pruned_params=cost.params,
+        macs_ratio=cost.macs / max(1, record["dense_macs"]),
+        params_ratio=cost.params / max(1, record["dense_params"]),
+    )
+    return record
