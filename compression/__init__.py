@@ -1,8 +1,9 @@
-"""Making models smaller: tfmot magnitude pruning (``pruning.py``).
+"""Making models smaller: tfmot magnitude pruning (``pruning.py``) and quantization-aware
+training with tfmot's 8-bit scheme (``quantization.py``).
 
-Structured channel pruning and quantization-aware training arrive here too. This room may
-import ``layers`` and ``architectures``; what a compressed model costs to ship is
-``deploy.export``'s.
+Structured channel pruning arrives here too. This room may import ``layers`` and
+``architectures``; what a compressed model costs to ship is ``deploy.export``'s and
+``deploy.quantized``'s.
 """
 
 import os

@@ -17,8 +17,8 @@ import tf_keras as keras
 from absl import logging
 
 import architectures
-from compression import pruning
-from deploy import console, export
+from compression import pruning, quantization
+from deploy import console, export, quantized
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
 from trainer import callbacks as cbs
@@ -89,9 +89,12 @@ def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_e
     )
     if config.model.bn_momentum is not None:
         set_bn_momentum(model, config.model.bn_momentum)
-    if config.init_checkpoint and not resuming:
+    # QAT keeps the zeros of a pruned init checkpoint (masks built from its weights), so a
+    # resumed QAT run needs those weights again to build the same model before restoring.
+    if config.init_checkpoint and (not resuming or quantization.is_enabled(config.quantization)):
         checkpoints.warm_start(model, config.init_checkpoint)
-    return pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
+    model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
+    return quantization.apply(model, config.quantization)
 
 
 def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
@@ -240,7 +243,12 @@ def _finish(config, run, out, model, bundle, val, state, rows, *, image_size, sp
         formats=formats,
         serving_preprocess=data.serving_preprocess(image_size, spec.preprocessing),
         representative_images=representative,
+        int8_io=config.quantization.int8_io,
     )
+    if quantization.is_enabled(config.quantization) and "tflite_int8" in paths:
+        metrics["quantization"] = quantized.report_on_dataset(
+            model, paths["tflite_int8"], bundle.val, config.init_checkpoint, representative
+        )
     if pruning.is_enabled(config.pruning):
         init = config.init_checkpoint
         dense = config.pruning.dense_reference or (
