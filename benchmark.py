@@ -10,6 +10,7 @@ Commands (each lives in ``bench/<command>.py`` and defines its own flags):
   cost_vs_time   MACs against measured latency for every family, with the machine's peak
   pipeline       input-pipeline images/s alone
   sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
+  runtimes       batch-1 latency on TF, TFLite float32/int8 (XNNPACK) and onnxruntime
 
 ``python benchmark.py <command> --help`` lists a command's flags.
 """
@@ -24,7 +25,16 @@ from deploy import console  # noqa: E402  (imports no TensorFlow)
 
 console.quiet_native_logs()  # before TensorFlow loads: its C++ start-up chatter is filtered out
 
-COMMANDS = ("cost", "layers", "throughput", "profile", "cost_vs_time", "pipeline", "sparse")
+COMMANDS = (
+    "cost",
+    "layers",
+    "throughput",
+    "profile",
+    "cost_vs_time",
+    "pipeline",
+    "sparse",
+    "runtimes",
+)
 
 
 def _usage() -> str:
