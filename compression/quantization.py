@@ -28,9 +28,9 @@ QAT model trained (tfmot issue #368 is the failure when it does not):
   values, so they keep their input's quantization (TFLite's RESHAPE/TRANSPOSE/SPLIT keep the
   input scale).
 
-Pruned models keep their sparsity with tfmot's prune-preserving scheme
-(``Default8BitPrunePreserveQuantizeScheme``, Keras layers) and, for the lightnets convolutions,
-weight quantizers that re-apply the zero mask the weights had when QAT began.
+A pruned model (``is_sparse``) is fine-tuned with tfmot's prune-preserving scheme
+(``Default8BitPrunePreserveQuantizeScheme``), which covers Keras' own layers; the lightnets
+convolutions' kernels are not masked, so their zeros can drift during QAT (not yet solved).
 """
 
 from __future__ import annotations
@@ -85,48 +85,13 @@ def validate(quantization_config) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _KernelQuantizer(_qk.quantizers.LastValueQuantizer):
-    """8-bit symmetric, narrow-range, per-output-channel (last axis) kernel quantizer.
-
-    The one TFLite's int8 convolutions take. ``keep_zeros``: multiply the kernel by the mask of
-    its non-zero values at the start of QAT first, so a pruned kernel stays exactly as sparse.
-    """
-
-    def __init__(self, keep_zeros: bool = False):
-        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
-        self.keep_zeros = bool(keep_zeros)
-
-    def build(self, tensor_shape, name, layer):
-        variables = {
-            bound: layer.add_weight(
-                f"{name}_{bound}",
-                shape=(tensor_shape[-1],),
-                initializer=keras.initializers.Constant(value),
-                trainable=False,
-            )
-            for bound, value in (("min", -6.0), ("max", 6.0))
-        }
-        result = {"min_var": variables["min"], "max_var": variables["max"]}
-        if self.keep_zeros:
-            kernel = next(w for w in layer.layer.weights if w.name.split("/")[-1] == f"{name}:0")
-            result["mask"] = layer.add_weight(
-                f"{name}_nonzero",
-                shape=tensor_shape,
-                initializer=keras.initializers.Constant(np.asarray(kernel.numpy() != 0, "float32")),
-                trainable=False,
-            )
-        return result
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        if self.keep_zeros:
-            inputs = inputs * weights["mask"]
-        return super().__call__(inputs, training, weights, **kwargs)
-
-    def get_config(self):
-        return {"keep_zeros": self.keep_zeros}
-
-    def __eq__(self, other):
-        return isinstance(other, _KernelQuantizer) and self.keep_zeros == other.keep_zeros
+def _kernel_quantizer():
+    """8-bit symmetric, narrow-range, per-output-channel (last axis) kernel quantizer: the one
+    TFLite's int8 convolutions take (a depthwise kernel's last axis is its multiplier, so it is
+    per tensor there, as tfmot does for ``DepthwiseConv2D``)."""
+    return _qk.quantizers.LastValueQuantizer(
+        num_bits=8, per_axis=True, symmetric=True, narrow_range=True
+    )
 
 
 def _output_quantizer():
@@ -143,22 +108,21 @@ class ConvQuantizeConfig(_qk.QuantizeConfig):
       kernels: the layer's kernel attribute names (``("kernel",)`` for ``GroupConv2D``).
       quantize_activation: fake-quantize the output after the layer's activation; False when
         BN follows (folded into the conv by the converter; the BN or its ReLU is quantized).
-      intermediate: activation attributes applied between two of the layer's convolutions
-        (``SpatialSeparableConv2D``'s ``intermediate_activation``), fake-quantized too.
-      keep_zeros: keep pruned kernels' zeros (see ``_KernelQuantizer``).
+        Tensors between a layer's own convolutions (``SpatialSeparableConv2D``'s intermediate,
+        the separable conv's depthwise output) have no fake-quant: tfmot names an activation's
+        range variables by the activation alone, so two in one layer collide in checkpoints;
+        the converter calibrates them.
     """
 
-    def __init__(self, kernels, quantize_activation=True, intermediate=(), keep_zeros=False):
+    def __init__(self, kernels, quantize_activation=True):
         self.kernels = tuple(kernels)
         self.quantize_activation = bool(quantize_activation)
-        self.intermediate = tuple(intermediate)
-        self.keep_zeros = bool(keep_zeros)
 
     def get_weights_and_quantizers(self, layer):
-        return [(getattr(layer, name), _KernelQuantizer(self.keep_zeros)) for name in self.kernels]
+        return [(getattr(layer, name), _kernel_quantizer()) for name in self.kernels]
 
     def _activations(self):
-        return (*self.intermediate, *(("activation",) if self.quantize_activation else ()))
+        return ("activation",) if self.quantize_activation else ()
 
     def get_activations_and_quantizers(self, layer):
         return [(getattr(layer, name), _output_quantizer()) for name in self._activations()]
@@ -178,8 +142,6 @@ class ConvQuantizeConfig(_qk.QuantizeConfig):
         return {
             "kernels": list(self.kernels),
             "quantize_activation": self.quantize_activation,
-            "intermediate": list(self.intermediate),
-            "keep_zeros": self.keep_zeros,
         }
 
 
@@ -225,7 +187,6 @@ OUTPUT_ONLY = {
 CUSTOM_OBJECTS = {
     "ConvQuantizeConfig": ConvQuantizeConfig,
     "OutputQuantizeConfig": OutputQuantizeConfig,
-    "_KernelQuantizer": _KernelQuantizer,
 }
 
 
@@ -234,17 +195,12 @@ def quantize_scope():
     return _qk.quantize_scope(CUSTOM_OBJECTS)
 
 
-def conv_quantize_config(layer, *, batch_norm_follows: bool, keep_zeros: bool = False):
+def conv_quantize_config(layer, *, batch_norm_follows: bool):
     """The ``ConvQuantizeConfig`` of a lightnets convolution ``layer``."""
     linear = keras.activations.serialize(layer.activation) == "linear"
-    intermediate = ()
-    if getattr(layer, "intermediate_activation", None) is not None:
-        intermediate = ("intermediate_activation",)
     return ConvQuantizeConfig(
         CONV_KERNELS[type(layer)],
         quantize_activation=not (batch_norm_follows and linear),
-        intermediate=intermediate,
-        keep_zeros=keep_zeros,
     )
 
 
@@ -272,7 +228,7 @@ def _is_relu(layer) -> bool:
     )
 
 
-def _annotate(model: keras.Model, *, keep_zeros: bool) -> keras.Model:
+def _annotate(model: keras.Model) -> keras.Model:
     """``model`` with every layer annotated, lightnets layers (and the BNs after them) by us."""
     consumers = _consumers(model)
     custom: dict[str, _qk.QuantizeConfig] = {}
@@ -280,9 +236,7 @@ def _annotate(model: keras.Model, *, keep_zeros: bool) -> keras.Model:
         if type(layer) in CONV_KERNELS:
             after = consumers[layer.name]
             batch_norm = len(after) == 1 and isinstance(after[0], keras.layers.BatchNormalization)
-            custom[layer.name] = conv_quantize_config(
-                layer, batch_norm_follows=batch_norm, keep_zeros=keep_zeros
-            )
+            custom[layer.name] = conv_quantize_config(layer, batch_norm_follows=batch_norm)
             if batch_norm:
                 bn_after = consumers[after[0].name]
                 custom[after[0].name] = OutputQuantizeConfig(
@@ -339,7 +293,7 @@ def apply(model: keras.Model, quantization_config, *, sparse: bool | None = None
     if has_wrappers(model):
         raise ValueError(f"Model '{model.name}' is already quantization-aware; apply() it once.")
     sparse = is_sparse(model) if sparse is None else sparse
-    annotated = _annotate(model, keep_zeros=sparse)
+    annotated = _annotate(model)
     scheme = (
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
         if sparse
@@ -347,8 +301,9 @@ def apply(model: keras.Model, quantization_config, *, sparse: bool | None = None
     )
     with quantize_scope():
         try:
-            return _qk.quantize_apply(annotated, scheme)
+            quantized = _qk.quantize_apply(annotated, scheme)
         except (RuntimeError, ValueError) as error:
             raise ValueError(
                 f"config.quantization.aware: model '{model.name}' cannot be quantized: {error}"
             ) from None
+    return quantized

@@ -89,8 +89,8 @@ def _build_model(config, spec, image_size, num_classes, *, resuming, steps_per_e
     )
     if config.model.bn_momentum is not None:
         set_bn_momentum(model, config.model.bn_momentum)
-    # QAT keeps the zeros of a pruned init checkpoint (masks built from its weights), so a
-    # resumed QAT run needs those weights again to build the same model before restoring.
+    # QAT picks its scheme from the init weights (prune-preserving when they are pruned), so a
+    # resumed QAT run loads them again to build the same model before restoring.
     if config.init_checkpoint and (not resuming or quantization.is_enabled(config.quantization)):
         checkpoints.warm_start(model, config.init_checkpoint)
     model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
