@@ -113,8 +113,10 @@ def test_every_family_wraps_and_trains(name):
     keras.utils.set_random_seed(0)
     model = architectures.create_model(name, input_shape=(32, 32, 3), num_classes=4)
     qat = _compile(quantization.apply(model, QAT), 1e-3)
-    wrapped = [unwrap(layer) for layer in qat.layers]
-    assert len(wrapped) == len(model.layers)
+    # Every layer kept (wrapped or not), plus tfmot's QuantizeLayer on the input.
+    inner = {unwrap(layer).name for layer in qat.layers}
+    assert {layer.name for layer in model.layers} <= inner
+    assert len(qat.layers) == len(model.layers) + 1
     images = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype("float32")
     history = qat.fit(images, np.arange(4) % 4, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
