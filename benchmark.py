@@ -12,6 +12,7 @@ Commands (each lives in ``bench/<command>.py`` and defines its own flags):
   sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
   latency        TensorFlow and TFLite inference latency of several models, interleaved
   channel_pruning  dense vs channel-pruned latency, TFLite (XNNPACK) and TF, side by side
+  runtimes       batch-1 latency on TF, TFLite float32/int8 (XNNPACK) and onnxruntime
 
 ``python benchmark.py <command> --help`` lists a command's flags.
 """
@@ -36,6 +37,7 @@ COMMANDS = (
     "sparse",
     "latency",
     "channel_pruning",
+    "runtimes",
 )
 
 

@@ -42,8 +42,8 @@ flags.DEFINE_string("output_dir", "", "Where to write; default DIR/export or <PA
 flags.DEFINE_string(
     "formats",
     "all",
-    "Comma-separated: keras, saved_model, tflite, "
-    "tflite_float16, tflite_dynamic_range, tflite_int8; or all.",
+    "Comma-separated: keras, saved_model, tflite, tflite_float16, tflite_dynamic_range, "
+    "tflite_int8, onnx (the onnx extra); or all (every one but onnx).",
 )
 with cli.one_line_errors("export.py"), cli.config_flag_errors("data"):
     config_flags.DEFINE_config_dict(

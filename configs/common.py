@@ -154,6 +154,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.channel_pruning.steps = 1  # pruning steps (only one, before training, for now)
     config.channel_pruning.skip = ""  # comma-separated group names (channel_groups) kept whole
 
+    # Quantization-aware training (compression/quantization.py, docs/deploy.md): fine-tune
+    # init_checkpoint (a float run; a pruned one keeps its sparsity) with tfmot's 8-bit scheme.
+    config.quantization = ml_collections.ConfigDict()
+    config.quantization.aware = False
+    config.quantization.int8_io = True  # the int8 file takes and returns int8 (else float32)
+
     config.export = ml_collections.ConfigDict()
     # At the end of training; the float TFLite file is what a phone runs (docs/deploy.md).
     config.export.formats = "keras,saved_model,tflite"

@@ -15,7 +15,11 @@ format                   file                            what
 ``tflite_dynamic_range`` ``model_dynamic_range.tflite``  int8 weights, float activations
 ``tflite_int8``          ``model_int8.tflite``           full integer: int8 weights, activations,
                                                          input and output, calibrated on
-                                                         representative training images
+                                                         representative training images (a QAT
+                                                         model: its trained ranges)
+``onnx``                 ``model.onnx``                  ONNX (tf2onnx, ``deploy.onnx``), float32;
+                                                         needs the ``onnx`` extra, so ``all``
+                                                         leaves it out: name it
 =======================  ==============================  =========================================
 
 Both signatures output ``predictions`` (the model's output: class probabilities for the
@@ -54,7 +58,9 @@ from deploy.workdir import (
 )
 from layers import conv_ops
 
-FORMATS = tuple(EXPORT_FILES)
+# Formats needing an extra's packages: never part of "all", exported when named.
+EXTRA_FORMATS = ("onnx",)
+FORMATS = tuple(name for name in EXPORT_FILES if name not in EXTRA_FORMATS)
 # The TFLite mode of each TFLite export format.
 TFLITE_MODES = {
     "tflite": "float32",
@@ -63,7 +69,7 @@ TFLITE_MODES = {
     "tflite_int8": "int8",
 }
 # Max absolute output difference allowed against the in-memory Keras model.
-MAX_DIFF = {"keras": 1e-5, "saved_model": 1e-5, "tflite": 1e-4}
+MAX_DIFF = {"keras": 1e-5, "saved_model": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
 # Quantised formats may lose at most this much top-1 (a fraction: 0.01 is one point).
 MAX_TOP1_DROP = 0.01
 IMAGE_BYTES_SIGNATURE = "serving_image_bytes"
@@ -82,8 +88,8 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     unknown = [name for name in names if name not in EXPORT_FILES]
     if unknown or not names:
         raise ValueError(
-            f"Unknown export format(s) {unknown or names}; choose from {', '.join(FORMATS)} "
-            f"or 'all'."
+            f"Unknown export format(s) {unknown or names}; choose from "
+            f"{', '.join(EXPORT_FILES)} or 'all' (every format but {', '.join(EXTRA_FORMATS)})."
         )
     return tuple(dict.fromkeys(names))
 
@@ -96,6 +102,7 @@ def export_model(
     serving_preprocess: Callable | None = None,
     representative_images: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
+    int8_io: bool = True,
 ) -> dict[str, str]:
     """Writes ``model`` in each of ``formats`` under ``export_dir``.
 
@@ -114,6 +121,7 @@ def export_model(
       representative_images: float32 ``[N, S, S, 3]`` normalised training images; required for
         ``tflite_int8`` (a few hundred are plenty).
       class_names: the class names, index = label; None writes no ``classes.json``.
+      int8_io: whether ``tflite_int8`` takes and returns int8 (else float32) tensors.
 
     Returns:
       Format name -> written path.
@@ -146,9 +154,17 @@ def export_model(
             # where it does not.
             with conv_ops.tracing_for("any_tf"), _without_compile_warning():
                 model.save(path, save_format="tf", signatures=signatures, save_traces=False)
+        elif name == "onnx":
+            from deploy import onnx
+
+            with open(path, "wb") as f:
+                f.write(onnx.convert(model))
         else:
             flatbuffer = tflite.convert(
-                model, TFLITE_MODES[name], representative_images=representative_images
+                model,
+                TFLITE_MODES[name],
+                representative_images=representative_images,
+                int8_io=int8_io,
             )
             with open(path, "wb") as f:
                 f.write(flatbuffer)
@@ -284,7 +300,7 @@ def check_parity(
     reference_top1 = _top1(reference, labels, num_classes)
     float_top1 = reference_top1
     rows = [ParityRow("reference", "(in memory)", 0, reference_top1, 0.0, "", True)]
-    for name in sorted(paths, key=FORMATS.index):
+    for name in sorted(paths, key=list(EXPORT_FILES).index):
         outputs = _predict_batched(loading.load_model(paths[name]).predict, images, batch_size)
         top1 = _top1(outputs, labels, num_classes)
         max_diff = float(np.abs(outputs - reference).max())
@@ -312,7 +328,7 @@ def describe_exports(paths: dict[str, str], *, latency_iterations: int = 20) -> 
       ``{format: {"path", "bytes"[, "latency_ms_b1"]}}``, in ``FORMATS`` order.
     """
     described = {}
-    for name in sorted(paths, key=FORMATS.index):
+    for name in sorted(paths, key=list(EXPORT_FILES).index):
         entry = {"path": paths[name], "bytes": _size(paths[name])}
         if name in TFLITE_MODES:
             runner = tflite.Runner(paths[name])

@@ -10,7 +10,8 @@ A model PATH is one of:
 * a SavedModel directory, always run through its serving signature, so it needs no Python code,
   Keras metadata or not;
 * a ``.tflite`` file, run with LiteRT's interpreter (int8 inputs and outputs are (de)quantised
-  here, so callers always pass normalised float32 images and get float32 scores back).
+  here, so callers always pass normalised float32 images and get float32 scores back);
+* a ``.onnx`` file, run with onnxruntime (``deploy.onnx``; the ``onnx`` extra).
 
 Every kind becomes a ``LoadedModel`` whose ``predict`` maps float32 images ``[B, H, W, C]`` to
 class scores ``[B, K]``.
@@ -84,6 +85,8 @@ def load_model(path: str) -> LoadedModel:
         loaded = wrap_keras_model(load_keras_file(path), path=path, file=path)
     elif kind == "saved_model":
         loaded = _load_saved_model(path)
+    elif kind == "onnx":
+        loaded = _load_onnx(path)
     else:
         loaded = _load_tflite(path)
     return dataclasses.replace(loaded, class_names=saved_class_names(loaded))
@@ -265,6 +268,20 @@ def _load_tflite(path: str) -> LoadedModel:
     return LoadedModel(
         path=path,
         kind="tflite",
+        file=path,
+        input_shape=runner.input_shape,
+        num_classes=runner.num_outputs,
+        predict=runner,
+    )
+
+
+def _load_onnx(path: str) -> LoadedModel:
+    from deploy import onnx
+
+    runner = onnx.Runner(path)
+    return LoadedModel(
+        path=path,
+        kind="onnx",
         file=path,
         input_shape=runner.input_shape,
         num_classes=runner.num_outputs,

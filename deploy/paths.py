@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from deploy import workdir
 
-KINDS = ("workdir", "keras", "saved_model", "tflite")
-PATH_HINT = "pass a training workdir, a .keras file, a SavedModel directory or a .tflite file"
+KINDS = ("workdir", "keras", "saved_model", "tflite", "onnx")
+PATH_HINT = (
+    "pass a training workdir, a .keras file, a SavedModel directory, a .tflite or a .onnx file"
+)
 
 
 def expand_model_paths(values: Sequence[str]) -> list[str]:
@@ -62,8 +64,8 @@ def detect_kind(path: str) -> str:
     extension = os.path.splitext(path)[1].lower()
     if extension == ".keras":
         return "keras"
-    if extension == ".tflite":
-        return "tflite"
+    if extension in (".tflite", ".onnx"):
+        return extension[1:]
     raise ValueError(f"'{path}' has an unknown extension '{extension}'; {PATH_HINT}.")
 
 

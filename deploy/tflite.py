@@ -45,7 +45,11 @@ def convert(
       model: the model; float32 image inputs.
       mode: one of ``MODES``.
       representative_images: float32 ``[N, H, W, C]`` calibration inputs, required for
-        ``int8`` (a few hundred normalised training images).
+        ``int8`` (a few hundred normalised training images). A quantization-aware model needs
+        them too: TensorFlow 2.21's converter does not recognise a tf_keras QAT model as one
+        (it demands a representative dataset for full int8, and without one and without
+        ``TFLITE_BUILTINS_INT8`` it leaves float operators in the file), so its tensors are
+        calibrated as well, with its fake-quant ops in the graph.
       int8_io: for ``int8``, whether the file's input and output are int8 (True) or stay
         float32 (False: quantize/dequantize ops inside the file).
 
@@ -102,6 +106,28 @@ def op_names(flatbuffer: bytes) -> set[str]:
         else:
             ops.add(names[builtin])
     return ops
+
+
+def float_ops(flatbuffer: bytes) -> list[str]:
+    """Operators of a TFLite file that compute in float: a full-int8 file has none.
+
+    An operator counts when any of its input or output tensors is float32, except the
+    ``QUANTIZE`` that takes a float input and the ``DEQUANTIZE`` that gives a float output
+    (a file converted with ``int8_io=False`` has them at its edges). Weights are tensors too, so a
+    layer left in float (a "float fallback") shows up here.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():  # noqa: SLF001  the one per-op listing LiteRT has
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        tensors = [*op["inputs"], *op["outputs"]]
+        if any(dtypes.get(int(i)) == np.float32 for i in tensors if i >= 0):
+            found.append(op["op_name"])
+    return found
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -9,7 +9,7 @@ A training run owns one directory::
     DIR/channel_pruning.json what channel pruning removed (dense and pruned cost, channels)
     DIR/checkpoints/         resumable state (model, optimizer, epoch, step), written atomically
     DIR/best/                the best epoch's weights and best.json (metric, value, epoch)
-    DIR/export/              model.keras, saved_model/, *.tflite (see EXPORT_FILES)
+    DIR/export/              model.keras, saved_model/, *.tflite, model.onnx (EXPORT_FILES)
     DIR/logs/                TensorBoard
     DIR/metrics.csv          one row per finished epoch
     DIR/metrics.json         final metrics, export paths, reports
@@ -44,6 +44,7 @@ EXPORT_FILES = {
     "tflite_float16": "model_float16.tflite",
     "tflite_dynamic_range": "model_dynamic_range.tflite",
     "tflite_int8": "model_int8.tflite",
+    "onnx": "model.onnx",
 }
 
 

@@ -24,6 +24,8 @@ WORKDIR_FILES = {
     "config.json",
     "classes.json",
     "LIGHTNETS_RUN",
+    "architecture.keras",
+    "channel_pruning.json",
     "best.json",
     "metrics.csv",
     "metrics.json",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from compression import channel_pruning, pruning
+from compression import channel_pruning, pruning, quantization
 from configs import validation
 from configs.common import get_base_config
 from deploy import export, workdir
@@ -114,6 +114,14 @@ def validate(config) -> None:
     validation.check_range(config, "runtime.seed", low=0)
     pruning.validate(config.pruning)
     channel_pruning.validate(config.channel_pruning)
+    quantization.validate(config.quantization)
+    validation.require(
+        not (quantization.is_enabled(config.quantization) and pruning.is_enabled(config.pruning)),
+        "quantization.aware",
+        True,
+        "cannot prune in the same run: prune first, then run QAT with config.init_checkpoint=<the "
+        "pruned run> (its sparsity is kept) and config.pruning.final_sparsity=0",
+    )
 
     export.parse_formats(config.export.formats)
     path = config.init_checkpoint

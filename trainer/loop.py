@@ -19,8 +19,8 @@ import tf_keras as keras
 from absl import logging
 
 import architectures
-from compression import pruning
-from deploy import console, export
+from compression import pruning, quantization
+from deploy import console, export, quantized
 from deploy import workdir as workdir_lib
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.workdir import Workdir
@@ -136,12 +136,15 @@ def _build_model(
         dropout=config.model.dropout,
         **config.model.kwargs,
     )
-    if config.init_checkpoint and not resuming:
+    # QAT picks its scheme from the init weights (prune-preserving when they are pruned), so a
+    # resumed QAT run loads them again to build the same model before restoring.
+    if config.init_checkpoint and (not resuming or quantization.is_enabled(config.quantization)):
         checkpoints.warm_start(model, config.init_checkpoint)
     model = channels.prepare(model, config, run, out, train=train)
     if config.model.bn_momentum is not None:
         set_bn_momentum(model, config.model.bn_momentum)
-    return pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
+    model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
+    return quantization.apply(model, config.quantization)
 
 
 def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
@@ -363,7 +366,12 @@ def _finish(config, run, out, trained, bundle, val, state, rows, *, image_size, 
         serving_preprocess=data.serving_preprocess(image_size, spec.preprocessing),
         representative_images=representative,
         class_names=bundle.class_names,
+        int8_io=config.quantization.int8_io,
     )
+    if quantization.is_enabled(config.quantization) and "tflite_int8" in paths:
+        metrics["quantization"] = quantized.report_on_dataset(
+            model, paths["tflite_int8"], bundle.val, config.init_checkpoint, representative
+        )
     if pruning.is_enabled(config.pruning):
         init = config.init_checkpoint
         dense = config.pruning.dense_reference or (

@@ -88,7 +88,7 @@ def test_paper_hyperparameters():
         ("runtime.precision", "int8", "config.runtime.precision='int8'"),
         ("optim.min_learning_rate", 1.0, "config.optim.min_learning_rate=1.0"),
         ("pruning.final_sparsity", 1.5, "final_sparsity"),
-        ("export.formats", "keras,onnx", "onnx"),
+        ("export.formats", "keras,onxx", "onxx"),
         ("init_checkpoint", "/no/such/run", "config.init_checkpoint='/no/such/run'"),
         ("pruning.dense_reference", "/no/such/run", "config.pruning.dense_reference"),
     ],
