@@ -68,6 +68,7 @@ class Workdir:
     @property
     def classes_json(self) -> str:
         return self._join(CLASSES_JSON)
+
     def architecture(self) -> str:
         """A model whose architecture the registry does not describe (a channel-pruned one)."""
         return self._join(ARCHITECTURE)
