@@ -1,5 +1,6 @@
-"""DeepLab v3/v3+: every variant at 513 (build and cost) and at 32×32 (forward, gradients), the
-atrous backbones, clean TFLite, a .keras round trip and tfmot pruning."""
+"""DeepLab v3/v3+: every variant at 513 (build, cost and output stride, no forward pass) and at
+32×32 (forward, gradients), the atrous backbones, and one small model through tfmot pruning,
+clean TFLite and a fresh-process .keras round trip."""
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tf_keras as keras
 from architectures import create_model, get_model_spec, list_models
 from architectures.common import output_stride_plan
 from architectures.cost import model_cost
+from architectures.deeplab import BACKBONES
 from compression import pruning
 from configs.common import get_base_config
 from deploy import tflite
@@ -69,29 +71,32 @@ def test_output_stride_plan_follows_deeplab():
         output_stride_plan(strides, 4, model_name="m")
 
 
-@pytest.mark.parametrize(
-    "backbone,output_stride",
-    [("mobilenet_v2_100", 8), pytest.param("xception", 16, marks=pytest.mark.slow)],
-)
-def test_backbone_features_end_at_the_output_stride(backbone, output_stride):
-    """The classification builders' ``output_stride``: features 32 / output_stride times larger
-    than at 32, and the last stages dilated by as much."""
+def test_backbone_features_end_at_the_output_stride():
+    """The classification builders' ``output_stride``: features 32 / 8 times larger than at 32,
+    and the last stages dilated by as much. (Xception's plan is checked at 513 below.)"""
 
     def features(stride):
         return create_model(
-            backbone, input_shape=(64, 64, 3), include_top=False, output_stride=stride
+            "mobilenet_v2_100",
+            input_shape=(SIZE, SIZE, 3),
+            include_top=False,
+            output_stride=stride,
+            alpha=0.35,
         )
 
-    model = features(output_stride)
+    model = features(8)
     plain = tuple(features(32).output_shape[1:3])
-    assert tuple(model.output_shape[1:3]) == tuple(d * 32 // output_stride for d in plain)
-    dilated = {
-        layer.dilation_rate[0]
-        for layer in model.layers
-        if isinstance(layer, (AtrousDepthwiseConv2D, DepthwiseSeparableConv2D))
-    }
-    assert max(dilated) == 32 // output_stride
+    assert tuple(model.output_shape[1:3]) == tuple(d * 4 for d in plain)
+    assert _max_dilation(model.layers) == 4
     keras.backend.clear_session()
+
+
+def _max_dilation(layers):
+    return max(
+        layer.dilation_rate[0]
+        for layer in layers
+        if isinstance(layer, (AtrousDepthwiseConv2D, DepthwiseSeparableConv2D))
+    )
 
 
 @pytest.mark.slow
@@ -103,6 +108,16 @@ def test_every_variant_builds_at_513_with_its_cost():
         assert tuple(model.output_shape) == (None, 513, 513, 21), name
         assert model.get_layer("predictions").dtype == "float32"
         assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
+        # Output stride 16 (the variants' default): ASPP reads features 4× coarser than the
+        # stride-4 ones the decoder reads, and the backbone's last stages are dilated by 2 (ASPP's
+        # own rates are larger).
+        backbone_spec = BACKBONES["xception" if "xception" in name else "mobilenet_v2"]
+        low_level = model.get_layer(backbone_spec.low_level).output_shape[1:3]
+        assert model.get_layer("aspp_pool").input_shape[1:3] == tuple(
+            -(-d // 4) for d in low_level
+        ), name
+        backbone = [layer for layer in model.layers if not layer.name.startswith("aspp")]
+        assert _max_dilation(backbone) == 2, name
         report = model_cost(model)
         trainable = sum(int(w.shape.num_elements()) for w in model.trainable_weights)
         assert report.total_params == trainable, name
@@ -115,10 +130,13 @@ def test_every_variant_builds_at_513_with_its_cost():
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_every_variant_runs_at_a_small_size_and_every_weight_gets_a_gradient(name):
-    keras.utils.set_random_seed(0)
-    overrides = {"alpha": 0.35} if "mobilenet" in name else {}
-    model = create_model(name, input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, **overrides)
+def test_every_variant_runs_at_a_small_size_and_every_weight_gets_a_gradient(name, request):
+    if name == "deeplabv3plus_mobilenet_v2_100":
+        model = request.getfixturevalue("small")
+    else:
+        keras.utils.set_random_seed(0)
+        overrides = {"alpha": 0.35} if "mobilenet" in name else {}
+        model = create_model(name, input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, **overrides)
     images, masks = _batch()
     with tf.GradientTape() as tape:
         logits = model(images, training=True)
@@ -126,45 +144,39 @@ def test_every_variant_runs_at_a_small_size_and_every_weight_gets_a_gradient(nam
     assert logits.shape == (2, SIZE, SIZE, CLASSES)
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads), name
-    keras.backend.clear_session()
 
 
 @pytest.mark.slow
-def test_tflite_has_no_space_to_batch_and_matches(small):
-    """Float only (int8 files are checked end to end in docs/segmentation.md's evaluation)."""
-    images, _ = _batch(seed=1, batch=2)
-    flatbuffer = tflite.convert(small)
-    ops = tflite.op_names(flatbuffer)
-    assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, ops
-    assert {"RESIZE_BILINEAR", "DEPTHWISE_CONV_2D", "CONV_2D"} <= ops
-    assert not any(op.startswith("Flex") for op in ops), ops
-    expected = small(images, training=False).numpy()
-    np.testing.assert_allclose(tflite.Runner(flatbuffer)(images), expected, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_keras_round_trip_in_a_fresh_process(small, tmp_path):
-    images, _ = _batch(seed=2)
-    (reloaded,) = predict_in_fresh_process([(small, images)], tmp_path, fmt="keras")
-    np.testing.assert_allclose(reloaded, small(images, training=False), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.slow
-def test_tfmot_pruning_wraps_the_segmentation_model_and_strips():
-    keras.utils.set_random_seed(0)
-    model = create_model(
-        "deeplabv3_mobilenet_v2_100", input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, alpha=0.35
-    )
+def test_pruned_model_strips_to_clean_tflite_and_reloads_in_a_fresh_process(small, tmp_path):
+    """One small DeepLab v3+ (atrous ASPP, decoder) through what follows training: tfmot pruning
+    (wrap, one step, strip), float TFLite (no SPACE_TO_BATCH_ND, builtin ops only, the same
+    logits) and a .keras reload in a fresh process. The other variants share these layers; int8
+    files are checked end to end in docs/segmentation.md's evaluation. Runs last: the pruning
+    wrappers wrap (and sparsify) the shared model's layers."""
     config = get_base_config().pruning
     config.final_sparsity = 0.5
     config.schedule = "constant"
     config.frequency = 1
-    pruned = pruning.apply(model, config, steps_per_epoch=1, total_steps=1)
+    pruned = pruning.apply(small, config, steps_per_epoch=1, total_steps=1)
     assert pruning.has_wrappers(pruned)
     images, masks = _batch()
-    pruned.compile(optimizer="sgd", loss=tasks.MaskedSparseCrossEntropy())
+    # One eager step: the wrappers' masks and step counter update the same way, without tracing
+    # a training graph of the whole model (most of this test's time otherwise).
+    pruned.compile(optimizer="sgd", loss=tasks.MaskedSparseCrossEntropy(), run_eagerly=True)
     pruned.fit(images, masks, epochs=1, verbose=0, callbacks=pruning.callbacks(config, ""))
     stripped = pruning.strip(pruned)
     report = pruning.sparsity_report(stripped)
     assert report["overall"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert stripped.get_layer("classifier").kernel.numpy().size  # the head is present
+
+    images, _ = _batch(seed=1)
+    expected = stripped(images, training=False).numpy()
+    flatbuffer = tflite.convert(stripped)
+    ops = tflite.op_names(flatbuffer)
+    assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, ops
+    assert {"RESIZE_BILINEAR", "DEPTHWISE_CONV_2D", "CONV_2D"} <= ops
+    assert not any(op.startswith("Flex") for op in ops), ops
+    np.testing.assert_allclose(tflite.Runner(flatbuffer)(images), expected, atol=1e-4)
+
+    (reloaded,) = predict_in_fresh_process([(stripped, images)], tmp_path, fmt="keras")
+    np.testing.assert_allclose(reloaded, expected, rtol=1e-4, atol=1e-4)
