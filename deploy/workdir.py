@@ -69,6 +69,7 @@ class Workdir:
     def classes_json(self) -> str:
         return self._join(CLASSES_JSON)
 
+    @property
     def architecture(self) -> str:
         """A model whose architecture the registry does not describe (a channel-pruned one)."""
         return self._join(ARCHITECTURE)
