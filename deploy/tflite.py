@@ -19,6 +19,7 @@ types: int8 tensors are (de)quantised with the file's own scale and zero point.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -61,7 +62,37 @@ def convert(
     """
     if mode not in MODES:
         raise ValueError(f"TFLite mode {mode!r} is not one of {', '.join(MODES)}.")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        converter = _converter(model, saved_model_dir)
+        return _configure_and_convert(converter, mode, representative_images, int8_io)
+
+
+def _converter(model: keras.Model, saved_model_dir: str) -> tf.lite.TFLiteConverter:
+    """A converter over the model's inference function, from a SavedModel without layer traces.
+
+    ``from_keras_model`` writes a SavedModel of its own with every layer's call traced
+    (MobileNet v2 at 32 px: 14 of its 20 s); the trace-free SavedModel gives the same graph,
+    bit-identical outputs and the same operators in a third of the time. A model that cannot be
+    saved from its configs (a subclassed model without ``get_config``) takes Keras' path.
+    """
+    with conv_ops.tracing_for("tflite"):
+        serve = tf.function(lambda images: model(images, training=False))
+        name = model.inputs[0].name.split(":")[0] if model.inputs else "images"
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=name)
+        try:
+            model.save(
+                saved_model_dir,
+                save_format="tf",
+                save_traces=False,
+                include_optimizer=False,
+                signatures=serve.get_concrete_function(spec),
+            )
+        except NotImplementedError:
+            return tf.lite.TFLiteConverter.from_keras_model(model)
+    return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+
+
+def _configure_and_convert(converter, mode, representative_images, int8_io) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode in ("float16", "dynamic_range", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
