@@ -241,13 +241,15 @@ def test_bad_arguments():
 
 
 @pytest.mark.slow
-def test_families_prune_train_reload_convert(tmp_path):
+@pytest.mark.parametrize("families", [LIGHT, FAMILIES[len(LIGHT) :]], ids=["light", "heavy"])
+def test_families_prune_train_reload_convert(tmp_path, families):
     """Each family: 0.5x MACs, one training step, TFLite with builtin ops, then a fresh process
-    reloads every saved model with safe_mode=True and reproduces its outputs."""
+    reloads every saved model with safe_mode=True and reproduces its outputs. Two halves, so
+    pytest-xdist's two workers share them."""
     images = _images(4, seed=3)
     labels = np.arange(4) % CLASSES
     saved = []
-    for name in FAMILIES:
+    for name in families:
         model = create_model(name, input_shape=(SIZE, SIZE, 3), num_classes=CLASSES, dropout=0.0)
         thin = compression.prune_channels(model, target_macs=0.5)
         assert model_cost(thin).total_macs <= 0.5 * model_cost(model).total_macs, name
@@ -283,7 +285,7 @@ def test_families_prune_train_reload_convert(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"reloaded {len(FAMILIES)}" in result.stdout
+    assert f"reloaded {len(families)}" in result.stdout
 
 
 @pytest.mark.slow
