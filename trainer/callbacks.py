@@ -36,8 +36,11 @@ class NanGuard(keras.callbacks.Callback):
 
     EXPLOSION_FACTOR = 100.0
 
-    def __init__(self):
+    def __init__(self, num_classes: int | None = None):
+        """``num_classes``: the classifier's width; None reads it from the model's output (a
+        wrapper such as the distillation trainer has none: the trainer passes it)."""
         super().__init__()
+        self.num_classes = num_classes
         self.tripped_at: tuple[int, int] | None = None  # (epoch, step)
         self.reason = ""
         self.limit: float | None = None
@@ -60,7 +63,7 @@ class NanGuard(keras.callbacks.Callback):
         if not math.isfinite(loss):
             self._trip(f"the loss became {loss}")
         elif self.limit is None:
-            classes = int(self.model.output_shape[-1] or 2)
+            classes = int(self.num_classes or self.model.output_shape[-1] or 2)
             self.limit = self.EXPLOSION_FACTOR * max(loss, math.log(max(classes, 2)))
         elif loss > self.limit:
             self._trip(

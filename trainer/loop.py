@@ -252,7 +252,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     if restored:
         logging.info("Resuming from %s at step %d.", restored, state.step)
 
-    guard = cbs.NanGuard()
+    guard = cbs.NanGuard(num_classes=bundle.num_classes)
     logger = cbs.MetricsLogger(out.metrics_csv, lambda: schedule(optimizer.iterations), guard)
     # The guard first (nothing is written after a NaN step); the checkpoint last, so a kill
     # between them leaves an epoch that is redone and its rows rewritten, never one that is
