@@ -263,30 +263,26 @@ def _scores_output(path: str, signature_name: str, outputs: dict) -> str:
     )
 
 
-def _load_tflite(path: str) -> LoadedModel:
-    runner = tflite.Runner(path)
+def _from_runner(path: str, kind: str, runner) -> LoadedModel:
+    """A model file served by a runtime's runner (``input_shape``, ``num_outputs``, callable)."""
     return LoadedModel(
         path=path,
-        kind="tflite",
+        kind=kind,
         file=path,
         input_shape=runner.input_shape,
         num_classes=runner.num_outputs,
         predict=runner,
     )
+
+
+def _load_tflite(path: str) -> LoadedModel:
+    return _from_runner(path, "tflite", tflite.Runner(path))
 
 
 def _load_onnx(path: str) -> LoadedModel:
     from deploy import onnx
 
-    runner = onnx.Runner(path)
-    return LoadedModel(
-        path=path,
-        kind="onnx",
-        file=path,
-        input_shape=runner.input_shape,
-        num_classes=runner.num_outputs,
-        predict=runner,
-    )
+    return _from_runner(path, "onnx", onnx.Runner(path))
 
 
 # -- training checkpoints -----------------------------------------------------------------------
