@@ -79,6 +79,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.train.label_smoothing = 0.0
     config.train.checkpoint_every_steps = 500
     config.train.keep_checkpoints = 3
+    # What best/ keeps the best epoch by; val_ema_top1 etc. (with ema_decay) rank the average.
     config.train.best_metric = "val_top1"
     # Exponential moving average of the weights (trainer/ema.py): None or 0 is off; e.g. 0.9999.
     config.train.ema_decay = config_dict.placeholder(float)

@@ -6,6 +6,7 @@ is never checkpointed and the last good checkpoint stays the latest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -175,12 +176,21 @@ class BestModel(keras.callbacks.Callback):
 
     A ``tf.train.CheckpointManager`` (one checkpoint) holds the weights and ``best.json`` the
     metric, value and epoch, so a resumed run keeps comparing against the right value. Metrics
-    whose name contains ``loss`` are minimised, others maximised.
+    whose name contains ``loss`` are minimised, others maximised. ``weights`` is a context
+    manager factory holding the weights to save while it is open (``WeightEma.applied`` for a
+    ``val_ema_*`` metric: best/ then holds the average that scored it).
     """
 
-    def __init__(self, model: keras.Model, run: Workdir, metric: str, guard: NanGuard):
+    def __init__(
+        self,
+        model: keras.Model,
+        run: Workdir,
+        metric: str,
+        guard: NanGuard,
+        weights=contextlib.nullcontext,
+    ):
         super().__init__()
-        self.metric, self.guard, self.run = metric, guard, run
+        self.metric, self.guard, self.run, self.weights = metric, guard, run, weights
         self.manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model), run.best, max_to_keep=1
         )
@@ -194,7 +204,8 @@ class BestModel(keras.callbacks.Callback):
         value = float(value)
         if self.best is not None and self.sign * value <= self.sign * self.best["value"]:
             return
-        path = self.manager.save()
+        with self.weights():
+            path = self.manager.save()
         self.best = {"metric": self.metric, "value": value, "epoch": epoch + 1, "checkpoint": path}
         write_json(self.run.best_json, self.best)
 

@@ -28,6 +28,7 @@ import tf_keras as keras  # noqa: E402
 
 from architectures.common import PREDICTIONS_NAME  # noqa: E402
 from configs import validation  # noqa: E402
+from layers.wrappers import unwrap  # noqa: E402
 
 
 def is_enabled(distill_config) -> bool:
@@ -82,13 +83,14 @@ def logits_model(model: keras.Model) -> keras.Model:
 
     The softmax is found through the model's own output, not by name alone: a model rebuilt
     around the same layer objects (tfmot's pruning wrappers reuse the unwrapped ones) calls
-    that layer once per graph, and only this model's call connects to its input.
+    that layer once per graph, and only this model's call connects to its input. A wrapped
+    softmax (quantization-aware training's ``quant_predictions``) is looked through.
 
     Raises:
       ValueError: ``model`` does not end in a ``predictions`` layer (not a lightnets classifier).
     """
     layer, node_index, _ = model.outputs[0]._keras_history
-    if layer.name != PREDICTIONS_NAME:
+    if unwrap(layer).name != PREDICTIONS_NAME:
         raise ValueError(
             f"Model '{model.name}' does not end in a '{PREDICTIONS_NAME}' layer, so its logits "
             f"are unknown; distill from a lightnets workdir, .keras file or registered model."

@@ -59,6 +59,11 @@ def averaged_variables(model: keras.Model) -> list[tf.Variable]:
     return list(model.trainable_weights) + moving
 
 
+def scores_average(train_config) -> bool:
+    """Whether ``train.best_metric`` is a score of the average (``val_ema_*``)."""
+    return is_enabled(train_config) and train_config.best_metric.startswith("val_ema_")
+
+
 def exported_weights(train_config) -> str:
     """``"ema"`` when the average is on and exported (``export_ema``), else ``"raw"``."""
     return "ema" if is_enabled(train_config) and train_config.export_ema else "raw"

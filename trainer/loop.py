@@ -257,12 +257,14 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     # The guard first (nothing is written after a NaN step); the checkpoint last, so a kill
     # between them leaves an epoch that is redone and its rows rewritten, never one that is
     # restored as finished but missing from metrics.csv or best/.
+    # A val_ema_* best metric saves the average that scored it.
+    best_weights = {"weights": average.applied} if ema.scores_average(config.train) else {}
     callbacks = [
         guard,
         *([ema.EmaCallback(average, val, config.train.eval_steps, guard)] if average else []),
         *pruning.callbacks(config.pruning, out.logs),
         logger,
-        cbs.BestModel(model, out, config.train.best_metric, guard),
+        cbs.BestModel(model, out, config.train.best_metric, guard, **best_weights),
         *_tensorboard(out.logs),
         cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
     ]

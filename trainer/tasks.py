@@ -53,7 +53,16 @@ def validate(config, spec) -> None:
             else "shapes and segfolder:<dir> are for config.task=segmentation"
         ),
     )
-    validation.check_choice(config, "train.best_metric", BEST_METRICS[task])
+    # With an EMA, the average's validation scores (val_ema_*, trainer/ema.py) can pick best/.
+    averaged = tuple(f"val_ema_{m[4:]}" for m in BEST_METRICS[task] if m.startswith("val_"))
+    best = config.train.best_metric
+    validation.require(
+        best not in averaged or bool(config.train.ema_decay),
+        "train.best_metric",
+        best,
+        "is a score of the weight average: set --config.train.ema_decay (e.g. 0.9999) too",
+    )
+    validation.check_choice(config, "train.best_metric", BEST_METRICS[task] + averaged)
     if task == "segmentation":
         # Mixed soft labels and a classifier teacher have no per-pixel meaning here.
         for key, value, unset in (

@@ -15,8 +15,9 @@ import tf_keras as keras
 import architectures
 import trainer
 from configs.common import get_base_config
+from deploy.workdir import Workdir
 from trainer import checkpoints, config_validation, distill, ema
-from trainer.callbacks import read_metrics_csv
+from trainer.callbacks import BestModel, NanGuard, read_metrics_csv
 from trainer.data import mixing
 
 
@@ -125,6 +126,68 @@ def test_a_resumed_run_continues_the_same_ema(tmp_path):
     train(fresh, fresh_optimizer, resumed, batches[5:])
     for a, b in zip(resumed.shadows, straight.shadows, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_best_metric_of_the_average_saves_the_averaged_weights(tmp_path):
+    model, optimizer = _tiny_model()
+    average = ema.WeightEma(model, 0.9, optimizer.iterations)
+    for images, labels in _batches(3):
+        _step(model, optimizer, images, labels)
+        average.update()
+    raw = [v.numpy().copy() for v in ema.averaged_variables(model)]
+    run = Workdir(str(tmp_path))
+    best = BestModel(model, run, "val_ema_top1", NanGuard(3), weights=average.applied)
+    best.set_model(model)
+    best.on_epoch_end(0, {"val_top1": 0.9, "val_ema_top1": 0.5})
+
+    for live, kept in zip(ema.averaged_variables(model), raw, strict=True):
+        np.testing.assert_array_equal(live.numpy(), kept)  # the raw weights are back
+    fresh, _ = _tiny_model(seed=5)
+    tf.train.Checkpoint(model=fresh).restore(tf.train.latest_checkpoint(run.best)).expect_partial()
+    for restored, shadow in zip(ema.averaged_variables(fresh), average.shadows, strict=True):
+        np.testing.assert_allclose(restored.numpy(), shadow.numpy(), rtol=1e-6)
+    assert any(not np.allclose(s.numpy(), w) for s, w in zip(average.shadows, raw, strict=True))
+
+
+def test_a_best_metric_of_the_average_needs_the_average():
+    config = get_base_config()
+    config.train.best_metric = "val_ema_top1"
+    with pytest.raises(ValueError, match="best_metric='val_ema_top1' is a score of the weight"):
+        config_validation.validate(config)
+    config.train.ema_decay = 0.999
+    config_validation.validate(config)
+
+
+@pytest.mark.slow
+def test_recipes_compose_with_quantization_aware_training(tmp_path):
+    """EMA, mixup/CutMix, RandAugment, erasing and distillation on a QAT-wrapped student."""
+    teacher_path = str(tmp_path / "teacher.keras")
+    architectures.create_model("mobilenet_v1_025", input_shape=(32, 32, 3), num_classes=10).save(
+        teacher_path
+    )
+    config = get_base_config()
+    config.model.name = "mobilenet_v1_025"
+    config.data.image_size = 32
+    config.data.augment = "randaugment"
+    config.data.random_erasing = 0.5
+    config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0
+    config.train.update(
+        dict(epochs=1, batch_size=4, steps_per_epoch=2, eval_steps=1, verbose=0, ema_decay=0.9)
+    )
+    config.train.best_metric = "val_ema_top1"
+    config.distill.teacher = teacher_path
+    config.quantization.aware = True
+    config.export.formats = "keras"
+    workdir = str(tmp_path / "run")
+    metrics = trainer.run(config, workdir)
+
+    assert metrics["final"]["weights"] == "ema" and metrics["final"]["steps"] == 2
+    assert metrics["best"]["metric"] == "val_ema_top1"
+    row = read_metrics_csv(os.path.join(workdir, "metrics.csv"))[-1]
+    assert row["distill_kl"] > 0 and {"val_top1", "val_ema_top1"} <= set(row)
+    # The student trained quantization-aware: its checkpoint holds the fake-quant ranges.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(workdir, "best")))
+    assert any("output_max" in key for key in reader.get_variable_to_shape_map())
 
 
 def _numbered_batch(batch=6, size=8, classes=6):
