@@ -69,10 +69,12 @@ def layer_cost(layer: keras.layers.Layer, input_shape) -> LayerCost:
     Returns:
       ``LayerCost(macs, params)``.
     """
+    # The wrapper's own trainable weights: tfmot's quantization wrapper holds the inner layer's
+    # kernel itself (the inner layer lists none); masks and quantizer ranges are not trainable.
+    params = trainable_params(layer)
     layer = unwrap(layer)
     if hasattr(layer, "compute_cost"):
         return layer.compute_cost(input_shape)
-    params = trainable_params(layer)
     if isinstance(input_shape, list) or not isinstance(
         layer,
         (

@@ -79,6 +79,12 @@ def test_nested_models_shared_layers_and_pruning_wrappers(small_net):
     assert (pruned_report.total_macs, pruned_report.total_params) == (macs, params)
     assert "PruneLowMagnitude(Conv2D)" in {r.type for r in pruned_report.rows}
 
+    # tfmot's quantization wrapper holds the inner kernel itself (the inner layer lists none).
+    quantized = tfmot.quantization.keras.quantize_model(keras.models.clone_model(small_net))
+    quantized_report = model_cost(quantized)
+    assert (quantized_report.total_macs, quantized_report.total_params) == (macs, params)
+    assert "QuantizeWrapperV2(Conv2D)" in {r.type for r in quantized_report.rows}
+
 
 def test_subclassed_model_is_refused():
     class Subclassed(keras.Model):
