@@ -10,9 +10,9 @@ Commands (each lives in ``bench/<command>.py`` and defines its own flags):
   cost_vs_time   MACs against measured latency for every family, with the machine's peak
   pipeline       input-pipeline images/s alone
   sparse         dense vs sparse (pruned) TFLite latency on XNNPACK
-  latency        TensorFlow and TFLite inference latency of several models, interleaved
+  latency        TensorFlow vs float TFLite latency of several models (runtimes, two of them)
   channel_pruning  dense vs channel-pruned latency, TFLite (XNNPACK) and TF, side by side
-  runtimes       batch-1 latency on TF, TFLite float32/int8 (XNNPACK) and onnxruntime
+  runtimes       latency on TF, TFLite float32/int8 (XNNPACK) and onnxruntime, side by side
 
 ``python benchmark.py <command> --help`` lists a command's flags.
 """
