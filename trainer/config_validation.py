@@ -123,6 +123,15 @@ def validate(config) -> None:
         "pruned run> (its sparsity is kept) and config.pruning.final_sparsity=0",
     )
 
+    # tfmot's fake-quant ops take float32 only (FakeQuantWithMinMaxVars refuses float16).
+    validation.require(
+        not quantization.is_enabled(config.quantization) or config.runtime.precision == "float32",
+        "runtime.precision",
+        config.runtime.precision,
+        "cannot train quantization-aware (the fake-quant ops are float32-only): set "
+        "--config.runtime.precision=float32 with config.quantization.aware=True",
+    )
+
     export.parse_formats(config.export.formats)
     path = config.init_checkpoint
     validation.require(

@@ -149,6 +149,14 @@ def test_a_best_metric_of_the_average_saves_the_averaged_weights(tmp_path):
     assert any(not np.allclose(s.numpy(), w) for s, w in zip(average.shadows, raw, strict=True))
 
 
+def test_quantization_aware_training_refuses_mixed_precision():
+    config = get_base_config()
+    config.quantization.aware = True
+    config.runtime.precision = "float16"
+    with pytest.raises(ValueError, match="precision='float16' cannot train quantization-aware"):
+        config_validation.validate(config)
+
+
 def test_a_best_metric_of_the_average_needs_the_average():
     config = get_base_config()
     config.train.best_metric = "val_ema_top1"
