@@ -111,7 +111,8 @@ def export_model(
     directory, so an exported model keeps its labels whatever format is deployed.
 
     Args:
-      model: a Keras classifier taking float32 ``[B, S, S, 3]`` images (pruned or not).
+      model: a Keras classifier taking float32 ``[B, S, S, 3]`` images (pruned or not; a
+        mixed-precision one is exported computing in float32, see ``float32_model``).
       export_dir: output directory, created if needed; existing files are replaced.
       formats: names from ``FORMATS`` (or ``"all"``, or a comma-separated string).
       serving_preprocess: encoded image bytes (a scalar string tensor) -> the float32
@@ -137,7 +138,7 @@ def export_model(
             "Format 'tflite_int8' needs representative_images (normalised training images) to "
             "calibrate activation ranges; pass some, or drop tflite_int8 from formats."
         )
-    model = _without_optimizer(pruning.strip(model))
+    model = float32_model(_without_optimizer(pruning.strip(model)))
     os.makedirs(export_dir, exist_ok=True)
     if class_names is not None:
         write_json(classes_file(export_dir), classes_payload(class_names))
@@ -188,6 +189,46 @@ def _without_compile_warning():
         yield
     finally:
         logger.removeFilter(drop)
+
+
+def _is_mixed_policy(dtype) -> bool:
+    """Whether a layer config's ``dtype`` entry is a mixed-precision policy."""
+    if isinstance(dtype, dict):  # {"class_name": "Policy", "config": {"name": "mixed_float16"}}
+        dtype = dtype.get("config", {}).get("name", "")
+    return isinstance(dtype, str) and dtype.startswith("mixed_")
+
+
+def _float32_config(config):
+    """A model config with every mixed-precision policy (nested models included) -> float32."""
+    if isinstance(config, dict):
+        return {
+            key: "float32" if key == "dtype" and _is_mixed_policy(value) else _float32_config(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_float32_config(value) for value in config]
+    return config
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32: a mixed-precision model rebuilt with its weights.
+
+    A model trained under ``mixed_float16`` or ``mixed_bfloat16`` (``config.runtime.precision``)
+    computes in half precision with float32 variables; TFLite's builtin kernels and ONNX
+    exports want float32 operators (the converter refuses float16 Conv2D, Pad, ...), and a
+    deployed file should not depend on the training policy. The variables are float32 either
+    way, so the rebuilt model holds exactly the trained weights. A float32 model is returned
+    as is.
+    """
+    if not any(
+        _is_mixed_policy(layer.dtype_policy.name)
+        for layer in model.submodules
+        if isinstance(layer, keras.layers.Layer)
+    ):
+        return model
+    rebuilt = model.__class__.from_config(_float32_config(model.get_config()))
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def _without_optimizer(model: keras.Model) -> keras.Model:
@@ -408,7 +449,7 @@ def _gzipped_sizes(model: keras.Model) -> tuple[int, int]:
         path = os.path.join(tmp, EXPORT_FILES["keras"])
         model.save(path)
         keras_bytes = gzip_size(path)
-    return keras_bytes, gzip_bytes(tflite.convert(model, "float32"))
+    return keras_bytes, gzip_bytes(tflite.convert(float32_model(model), "float32"))
 
 
 def size_report(model: keras.Model, dense_reference: str | None = None) -> dict:

@@ -176,6 +176,27 @@ def test_pruned_model_is_stripped_before_export(val_images, tmp_path):
     assert os.path.getsize(paths["tflite"]) > 0
 
 
+def test_a_mixed_precision_model_exports_computing_in_float32(val_images, tmp_path):
+    """TFLite refuses float16 Conv2D/Pad: the export rebuilds the model in float32."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = digits_model.build_tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("separable").compute_dtype == "float16"
+    paths = export.export_model(mixed, str(tmp_path), formats=("keras", "tflite"))
+
+    reloaded = keras.models.load_model(paths["keras"], safe_mode=True)
+    assert {layer.compute_dtype for layer in reloaded.layers} == {"float32"}
+    images = val_images[0][:8]
+    for a, b in zip(reloaded.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lite = tflite.Runner(paths["tflite"])(images)
+    np.testing.assert_allclose(lite, reloaded.predict(images, verbose=0), atol=1e-5)
+    # float16 compute agrees with its float32 rebuild to half precision.
+    np.testing.assert_allclose(mixed.predict(images, verbose=0), lite, atol=1e-2)
+
+
 def test_bad_formats_and_missing_calibration_fail_clearly(tmp_path):
     assert export.parse_formats("all") == export.FORMATS
     assert export.parse_formats("tflite, keras,tflite") == ("tflite", "keras")
