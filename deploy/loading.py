@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from compression import quantization
 from deploy import paths, tflite
 from deploy.workdir import Workdir, owning_workdir, read_class_names
 
@@ -125,7 +126,8 @@ def load_keras_file(path: str) -> keras.Model:
             f"deploy.loading.load_keras_file."
         )
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        with quantization.quantize_scope():  # a QAT model's tfmot wrappers and configs
+            return keras.models.load_model(path, compile=False, safe_mode=True)
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
         raise ValueError(f"truncated or not a Keras file: {path} ({error})") from None
 
@@ -355,5 +357,8 @@ def load_source_model(path: str, label: str = "config.init_checkpoint") -> keras
         )
     if pruning.is_enabled(source.pruning):
         model = pruning.rebuild(model, source.pruning)
+    qat = source.get("quantization")  # a QAT run's checkpoint holds the wrappers
+    if qat is not None and quantization.is_enabled(qat):
+        model = quantization.apply(model, qat, sparse=False)
     tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     return model

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from compression import quantization  # noqa: E402
 from layers import conv_ops  # noqa: E402
 
 MODES = ("float32", "float16", "dynamic_range", "int8", "sparse")
@@ -64,7 +65,9 @@ def convert(
         raise ValueError(f"TFLite mode {mode!r} is not one of {', '.join(MODES)}.")
     with tempfile.TemporaryDirectory() as saved_model_dir:
         converter = _converter(model, saved_model_dir)
-        return _configure_and_convert(converter, mode, representative_images, int8_io)
+        return _configure_and_convert(
+            converter, mode, representative_images, int8_io, quantization.has_wrappers(model)
+        )
 
 
 def _converter(model: keras.Model, saved_model_dir: str) -> tf.lite.TFLiteConverter:
@@ -92,7 +95,7 @@ def _converter(model: keras.Model, saved_model_dir: str) -> tf.lite.TFLiteConver
     return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
 
 
-def _configure_and_convert(converter, mode, representative_images, int8_io) -> bytes:
+def _configure_and_convert(converter, mode, representative_images, int8_io, qat=False) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode in ("float16", "dynamic_range", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,6 +112,9 @@ def _configure_and_convert(converter, mode, representative_images, int8_io) -> b
         images = np.asarray(representative_images, np.float32)
         converter.representative_dataset = lambda: ([image[None]] for image in images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # A QAT model's Dense kernels are fake-quantized per tensor (tfmot); re-quantizing them
+        # per channel, the converter's default, would move them off the grid QAT trained on.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = qat  # noqa: SLF001
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8

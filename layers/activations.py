@@ -46,8 +46,15 @@ class HardSigmoid(_ElementwiseActivation):
     Input shape: any. Output shape: the input's, values in [0, 1].
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Identity on ``relu6(x + 3)``. Int8 TFLite computes the gate as an ADD (ReLU6 fused)
+        # then a MUL, so that tensor is quantized; quantization-aware training replaces this
+        # with a fake-quant (compression/quantization.py). Not an argument, not in the config.
+        self.hidden_tap = keras.activations.linear
+
     def call(self, inputs):
-        return tf.nn.relu6(inputs + 3.0) / 6.0
+        return self.hidden_tap(tf.nn.relu6(inputs + 3.0)) / 6.0
 
 
 @keras.saving.register_keras_serializable(package="lightnets")

@@ -39,9 +39,16 @@ class ChannelSplit(ChannelLayer):
 
     def __init__(self, num_splits=2, **kwargs):
         super().__init__(num_splits, **kwargs)
+        # Identity on the input. Int8 TFLite gives SPLIT's outputs their input's scale, and a
+        # concatenation downstream imposes its own on the part it takes, which the converter
+        # carries back through SPLIT to the other parts too; quantization-aware training
+        # replaces this with a fake-quant (compression/quantization.py), which pins the split's
+        # scale, so the file requantizes only the concatenated part, as the QAT model does.
+        # Not an argument, not in the config.
+        self.input_tap = keras.activations.linear
 
     def call(self, inputs):
-        return tf.split(inputs, self.num_splits, axis=-1)
+        return tf.split(self.input_tap(inputs), self.num_splits, axis=-1)
 
     def compute_output_shape(self, input_shape):
         shape = tf.TensorShape(input_shape).as_list()

@@ -111,6 +111,10 @@ class DepthwiseSeparableConv2D(Conv2DBase):
         )
         self.depth_multiplier = conv_args.positive_int(depth_multiplier, "depth_multiplier")
         self.prune_depthwise = bool(prune_depthwise)
+        # Identity on the depthwise output. Int8 TFLite quantizes that tensor (the two convs are
+        # two ops), so quantization-aware training replaces this with a fake-quant
+        # (compression/quantization.py); not an argument, not in the config.
+        self.depthwise_tap = keras.activations.linear
 
     def build_weights(self, channels: int) -> None:
         self.depthwise_kernel = self.add_kernel(
@@ -129,7 +133,10 @@ class DepthwiseSeparableConv2D(Conv2DBase):
             self.dilation_rate,
         )
         outputs = tf.nn.conv2d(
-            depthwise, self.cast(self.pointwise_kernel), strides=1, padding="VALID"
+            self.depthwise_tap(depthwise),
+            self.cast(self.pointwise_kernel),
+            strides=1,
+            padding="VALID",
         )
         return self.finish(outputs)
 

@@ -109,6 +109,10 @@ class SpatialSeparableConv2D(Conv2DBase):
             if intermediate_activation is None
             else keras.activations.get(intermediate_activation)
         )
+        # Identity on the intermediate tensor (after its activation). Int8 TFLite quantizes it
+        # (two CONV_2D ops), so quantization-aware training replaces this with a fake-quant
+        # (compression/quantization.py); not an argument, not in the config.
+        self.intermediate_tap = keras.activations.linear
 
     @property
     def _middle(self) -> int:
@@ -138,7 +142,11 @@ class SpatialSeparableConv2D(Conv2DBase):
                 hidden = tf.nn.bias_add(hidden, self.cast(self.intermediate_bias))
             hidden = self.intermediate_activation(hidden)
         outputs = conv_ops.conv2d(
-            hidden, self.cast(self.horizontal_kernel), (1, s_w), self.padding, (1, d_w)
+            self.intermediate_tap(hidden),
+            self.cast(self.horizontal_kernel),
+            (1, s_w),
+            self.padding,
+            (1, d_w),
         )
         return self.finish(outputs)
 

@@ -103,6 +103,35 @@ def prepare(model: keras.Model, config, run: Workdir, out: Workdir, *, train) ->
     return thin
 
 
+def init_architecture(config, input_shape, num_classes: int) -> keras.Model | None:
+    """The init checkpoint's thinner model when it is a channel-pruned run and this run does not
+    prune channels itself (quantization-aware training or fine-tuning of the pruned model), else
+    None (the registry builds ``config.model.name``, which names the dense model).
+
+    Its weights are those saved at pruning time; the caller warm-starts it from the run.
+
+    Raises:
+      ValueError: the pruned model's input shape or classes differ from this run's.
+    """
+    path = config.init_checkpoint
+    if not path or channel_pruning.is_enabled(config.channel_pruning):
+        return None
+    workdir = path if is_workdir(path) else owning_workdir(path, levels=3)
+    architecture = Workdir(workdir).architecture if workdir else None
+    if not architecture or not os.path.isfile(architecture):
+        return None
+    model = loading.load_keras_file(architecture)
+    if tuple(model.input_shape[1:]) != tuple(input_shape) or model.output_shape[-1] != num_classes:
+        raise ValueError(
+            f"config.init_checkpoint='{path}' is a channel-pruned run whose model takes "
+            f"{tuple(model.input_shape[1:])} images and predicts {model.output_shape[-1]} "
+            f"classes; this run has {tuple(input_shape)} and {num_classes}: use the pruned "
+            f"run's data.image_size and classes."
+        )
+    logging.info("Init checkpoint is channel-pruned: its model %s is fine-tuned.", architecture)
+    return model
+
+
 def report(run: Workdir, model: keras.Model) -> dict:
     """``metrics.json["channel_pruning"]``: the pruning record, costs measured on ``model``."""
     record = read_json(run.channel_pruning_json)

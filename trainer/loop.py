@@ -126,7 +126,9 @@ def _tensorboard(log_dir: str) -> list[keras.callbacks.Callback]:
 def _build_model(
     config, spec, image_size, num_classes, *, resuming, steps_per_epoch, total, run, out, train
 ):
-    model = architectures.create_model(
+    # A channel-pruned init run's thinner model, when this run fine-tunes it as it is (QAT).
+    model = channels.init_architecture(config, (image_size, image_size, 3), num_classes)
+    model = model or architectures.create_model(
         config.model.name,
         # A resumed run's checkpoint overwrites the weights: needing the file (or the network)
         # again would only fail a resume that has what it needs.
@@ -137,14 +139,23 @@ def _build_model(
         **config.model.kwargs,
     )
     # QAT picks its scheme from the init weights (prune-preserving when they are pruned), so a
-    # resumed QAT run loads them again to build the same model before restoring.
-    if config.init_checkpoint and (not resuming or quantization.is_enabled(config.quantization)):
-        checkpoints.warm_start(model, config.init_checkpoint)
+    # resumed QAT run loads them again to build the same model before restoring. QAT fine-tunes
+    # the init model itself, classifier included (when its classes match: shapes are checked).
+    qat = quantization.is_enabled(config.quantization)
+    if config.init_checkpoint and (not resuming or qat):
+        checkpoints.warm_start(
+            model,
+            config.init_checkpoint,
+            exclude=() if qat else checkpoints.CLASSIFIER_LAYERS,
+        )
     model = channels.prepare(model, config, run, out, train=train)
     if config.model.bn_momentum is not None:
         set_bn_momentum(model, config.model.bn_momentum)
     model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
-    return quantization.apply(model, config.quantization)
+    model = quantization.apply(model, config.quantization)
+    if qat and not resuming:  # a resumed run's checkpoint holds its trained ranges
+        quantization.calibrate(model, next(iter(train))[0])
+    return model
 
 
 def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
