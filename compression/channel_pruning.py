@@ -649,8 +649,9 @@ def validate(section) -> None:
         section.steps == 1,
         "steps",
         section.steps,
-        "is not supported: prune once per run (steps=1); for gradual pruning, train again with "
-        "--config.init_checkpoint=<this run> and a smaller target",
+        "is not supported: a run prunes once, before its first step (steps=1); for gradual "
+        "pruning, chain runs: train again with --config.init_checkpoint=<this run> and a "
+        "target that is a fraction of that run's model",
         prefix,
     )
     validation.require(
