@@ -24,6 +24,10 @@ Three steps, each usable alone:
    the surviving weight slices copied (kernels on their input and output axes, per-group slices
    of grouped kernels, depthwise kernels, biases, batch-norm γ, β and moving statistics). The
    result is a plain model: no masks, no wrappers.
+
+``prune_channels(..., steps=N, fine_tune=f)`` repeats the three N times along a geometric
+schedule of budgets, with ``f`` training each intermediate model, so later steps score channels
+on fine-tuned weights (gradual pruning, as in Molchanov et al., 2019).
 """
 
 from __future__ import annotations
@@ -363,6 +367,10 @@ def _probe(info: LayerChannels, input_shape, counts: dict[str, int], cache: dict
             probe = type(info.layer).from_config(config)
             probe.build(shape)
             cache[key] = layer_cost(probe, shape)
+        # A layer made in a v1 graph rebases its class (and its parents) on tf_keras' v1 Layer,
+        # for every existing instance too (version_utils.swap_class), and calling the eager
+        # model then fails; making one eagerly (no variables yet) rebases them back.
+        type(info.layer).from_config(config)
     return cache[key]
 
 
@@ -433,6 +441,16 @@ class CostModel:
         }
 
 
+def _target(target_macs: float | None, target_params: float | None) -> tuple[float, int]:
+    """``(fraction, 0 for MACs or 1 for parameters)``, checked."""
+    if (target_macs is None) == (target_params is None):
+        raise ValueError("Give exactly one of target_macs and target_params.")
+    target = target_macs if target_macs is not None else target_params
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"The target fraction must be in (0, 1], got {target}.")
+    return target, 0 if target_macs is not None else 1
+
+
 @dataclasses.dataclass
 class PruningPlan:
     """What ``plan`` decided.
@@ -478,12 +496,7 @@ def plan(
       A ``PruningPlan``. When the groups run out of channels to remove before the target is
       met, the plan stops there (``estimated`` says where).
     """
-    if (target_macs is None) == (target_params is None):
-        raise ValueError("Give exactly one of target_macs and target_params.")
-    target = target_macs if target_macs is not None else target_params
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"The target fraction must be in (0, 1], got {target}.")
-    index = 0 if target_macs is not None else 1
+    target, index = _target(target_macs, target_params)
     costs = costs or CostModel(graph)
     dense = costs.total(set())
     budget = target * dense[index]
@@ -575,6 +588,8 @@ def prune_channels(
     skip: tuple[str, ...] = (),
     batches=None,
     loss=None,
+    steps: int = 1,
+    fine_tune=None,
     return_plan: bool = False,
 ):
     """A thinner copy of ``model`` that costs ``target_macs`` (or ``target_params``) of it.
@@ -589,26 +604,47 @@ def prune_channels(
       skip: names of groups (their first producer layer, see ``channel_groups``) to leave whole.
       batches: ``(images, labels)`` batches for ``taylor``.
       loss: ``loss(labels, outputs)`` for ``taylor``; default cross-entropy.
-      return_plan: also return the ``PruningPlan``.
+      steps: prune in this many steps along a geometric schedule: step ``k`` brings the model
+        to ``target ** (k / steps)`` of the dense cost, its importance measured on the model
+        the previous step left (and ``fine_tune`` trained).
+      fine_tune: ``fine_tune(model)``, called between steps with the model of each step but the
+        last, to train it in place (compile and fit it); None: no training between steps.
+      return_plan: also return the ``PruningPlan`` (``steps=1`` only: each step plans on its
+        own graph).
 
     Returns:
       The pruned ``keras.Model`` (and the plan when ``return_plan``).
     """
     if target_params is not None:
         target_macs = None
-    graph = ChannelGraph(model)
-    scores = unit_scores(graph, importance, batches=batches, loss=loss)
-    decided = plan(
-        graph,
-        scores,
-        target_macs=target_macs,
-        target_params=target_params,
-        round_to=round_to,
-        min_channels=min_channels,
-        skip=tuple(skip),
-    )
-    thin = apply_plan(graph, decided.removed)
-    return (thin, decided) if return_plan else thin
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer.")
+    if steps > 1 and return_plan:
+        raise ValueError("return_plan needs steps=1: each step plans on its own graph.")
+    target, index = _target(target_macs, target_params)
+    dense = None
+    for step in range(1, steps + 1):
+        graph = ChannelGraph(model)
+        scores = unit_scores(graph, importance, batches=batches, loss=loss)
+        costs = CostModel(graph)
+        current = costs.total(set())[index]
+        dense = current if dense is None else dense
+        # This step's goal as a fraction of the current model (rounding may have overshot it).
+        fraction = min(1.0, target ** (step / steps) * dense / current)
+        decided = plan(
+            graph,
+            scores,
+            target_macs=fraction if index == 0 else None,
+            target_params=fraction if index == 1 else None,
+            round_to=round_to,
+            min_channels=min_channels,
+            skip=tuple(skip),
+            costs=costs,
+        )
+        model = apply_plan(graph, decided.removed)
+        if step < steps and fine_tune is not None:
+            fine_tune(model)
+    return (model, decided) if return_plan else model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,8 +686,9 @@ def validate(section) -> None:
         "steps",
         section.steps,
         "is not supported: a run prunes once, before its first step (steps=1); for gradual "
-        "pruning, chain runs: train again with --config.init_checkpoint=<this run> and a "
-        "target that is a fraction of that run's model",
+        "pruning, chain runs (train again with --config.init_checkpoint=<this run> and a "
+        "target that is a fraction of that run's model), or in Python call "
+        "compression.prune_channels(model, steps=N, fine_tune=<function>)",
         prefix,
     )
     validation.require(

@@ -196,7 +196,9 @@ def mobilenet_v2():
     model = create_model("mobilenet_v2_035", input_shape=(SIZE, SIZE, 3), num_classes=CLASSES)
     _randomise(model, seed=1)
     graph = cg.ChannelGraph(model)
-    return model, graph, cp.CostModel(graph)
+    costs = cp.CostModel(graph)  # probes layers in a v1 graph: the model must still run after
+    assert model(_images(), training=False).shape == (2, CLASSES)
+    return model, graph, costs
 
 
 def test_pruning_nothing_is_identity(mobilenet_v2):
@@ -250,6 +252,31 @@ def test_pruned_model_is_the_dense_graph_thinner(mobilenet_v2):
     assert narrower > 0
 
 
+def test_gradual_pruning_measures_importance_after_fine_tuning(mobilenet_v2):
+    model, _, _ = mobilenet_v2
+    dense = model_cost(model).total_macs
+    seen = {}
+
+    def fine_tune(step_model):
+        """Stands in for training: zeroes 8 filters of one conv, so the next step's l1
+        importance (measured on this model) must remove them first."""
+        group = next(
+            g for g in cg.ChannelGraph(step_model).groups if len(g.layers) == 1 and g.channels > 8
+        )
+        layer = step_model.get_layer(group.name)
+        kernel, *rest = layer.get_weights()
+        kernel[..., :8] = 0.0
+        layer.set_weights([kernel, *rest])
+        seen.update(name=group.name, filters=layer.filters, macs=model_cost(step_model).total_macs)
+
+    thin = compression.prune_channels(model, target_macs=0.5, steps=2, fine_tune=fine_tune)
+    assert 0.5 * dense < seen["macs"] <= 0.5**0.5 * dense  # step 1 of the geometric schedule
+    assert model_cost(thin).total_macs <= 0.5 * dense
+    kernel = thin.get_layer(seen["name"]).get_weights()[0]
+    assert kernel.shape[-1] <= seen["filters"] - 8
+    assert np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).min() > 0  # zeroed: gone
+
+
 def test_bad_arguments():
     model = create_model("mobilenet_v1_025", input_shape=(SIZE, SIZE, 3), num_classes=CLASSES)
     with pytest.raises(ValueError, match="importance='nope'"):
@@ -257,7 +284,11 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="needs training batches"):
         compression.prune_channels(model, importance="taylor")
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
-        compression.prune_channels(model, target_macs=1.5)
+        compression.prune_channels(model, target_macs=1.5, steps=2)
+    with pytest.raises(ValueError, match="steps=0"):
+        compression.prune_channels(model, steps=0)
+    with pytest.raises(ValueError, match="return_plan needs steps=1"):
+        compression.prune_channels(model, steps=3, return_plan=True)
 
 
 @pytest.mark.slow
