@@ -602,7 +602,8 @@ def prune_channels(
       round_to: kept channel counts are multiples of this.
       min_channels: the fewest channels any group keeps (default ``round_to``).
       skip: names of groups (their first producer layer, see ``channel_groups``) to leave whole.
-      batches: ``(images, labels)`` batches for ``taylor``.
+      batches: ``(images, labels)`` batches for ``taylor`` (iterated once per step: a list or
+        a ``tf.data.Dataset``, not a generator).
       loss: ``loss(labels, outputs)`` for ``taylor``; default cross-entropy.
       steps: prune in this many steps along a geometric schedule: step ``k`` brings the model
         to ``target ** (k / steps)`` of the dense cost, its importance measured on the model
