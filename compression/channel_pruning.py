@@ -125,9 +125,13 @@ def _kept(info: LayerChannels, graph: ChannelGraph, removed: set[int]) -> dict[s
     if info.kind in (SEPARABLE, SPATIAL):
         roles += ("inner",)
     kept = {role: graph.kept_positions(_ids(info, role), removed) for role in roles}
-    if info.kind == CONV:
+    if info.kind == CONV:  # per group: each group of a grouped kernel reads its own slice
         per_group = len(info.inputs[0]) // info.groups
-        kept["in_local"] = kept["in"][kept["in"] < per_group]
+        kept["in_local"] = [
+            kept["in"][(kept["in"] >= g * per_group) & (kept["in"] < (g + 1) * per_group)]
+            - g * per_group
+            for g in range(info.groups)
+        ]
     return kept
 
 
@@ -142,10 +146,24 @@ def _thin_config(info: LayerChannels, kept: dict[str, np.ndarray]) -> dict:
     return config
 
 
-def _slice(value: np.ndarray, axes, kept: dict[str, np.ndarray]) -> np.ndarray:
+def _slice(value: np.ndarray, axes, kept: dict) -> np.ndarray:
+    if axes == _SLICES[CONV]["kernel"]:
+        return _slice_grouped_kernel(value, kept["in_local"], kept["out"])
     for axis, role in axes:
         value = np.take(value, kept[role], axis=axis)
     return value
+
+
+def _slice_grouped_kernel(value: np.ndarray, in_local: list, out: np.ndarray) -> np.ndarray:
+    """A ``(k_h, k_w, C_in / G, C_out)`` kernel thinned group by group: output block ``g``
+    keeps the input channels that survive in group ``g`` (the same positions in every group
+    unless a shuffle laid the units out unevenly)."""
+    per_group = value.shape[3] // len(in_local)
+    blocks = [
+        value[:, :, local][..., out[(out >= g * per_group) & (out < (g + 1) * per_group)]]
+        for g, local in enumerate(in_local)
+    ]
+    return np.concatenate(blocks, axis=3)
 
 
 def apply_plan(graph: ChannelGraph, removed: set[int]) -> keras.Model:

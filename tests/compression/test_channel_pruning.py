@@ -32,14 +32,14 @@ from layers import (
 )
 
 SIZE, CLASSES = 32, 5
-# One small variant per registered family. ShuffleNet v1 g3 at width 0.5 has too few units to
-# reach 0.5x with 8-channel rounding (docs/compression.md), so v1 is represented by g8.
+# One small variant per registered family. ShuffleNet v1 g3: its shuffles lay a block's middle
+# units out unevenly over the next grouped conv's groups (ChannelGraph ties them by rank).
 FAMILIES = (
     "mobilenet_v1_025",
     "mobilenet_v2_035",
     "mobilenet_v3_small_075",
     "fd_mobilenet_025",
-    "shufflenet_v1_g8_050",
+    "shufflenet_v1_g3_050",
     "shufflenet_v2_050",
     "resnet50",
     "resnext50_32x4d",
