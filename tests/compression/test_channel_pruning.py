@@ -108,9 +108,21 @@ def _some_units(graph, seed=0):
     return removed
 
 
+def _check_balanced(graph):
+    """Every prunable unit covers each group of every grouped conv's input equally (after a
+    shuffle, e.g. ShuffleNet v1 g3's, not necessarily at the same positions)."""
+    prunable = {u for g in graph.groups for u in g.units}
+    for info in graph.layers.values():
+        if info.kind == cg.CONV and info.groups > 1:
+            parts = info.inputs[0].reshape(info.groups, -1)
+            for unit in prunable & set(parts.ravel().tolist()):
+                assert len({int(np.count_nonzero(part == unit)) for part in parts}) == 1
+
+
 def _check_equivalence(model):
     _randomise(model)
     graph = cg.ChannelGraph(model)
+    _check_balanced(graph)
     removed = _some_units(graph)
     assert removed, "nothing prunable"
     _zero_readers(graph, removed)
