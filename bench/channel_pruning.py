@@ -9,9 +9,17 @@ and ``compression.prune_channels`` of it at ``--target_macs``. With ``--pruned_r
 channel-pruned training run's model and the dense run it was pruned from
 (``config.init_checkpoint``), both rebuilt at ``--image_size`` with their trained weights (every
 family ends in global pooling, so the weights fit any input size). Each pair is converted to
-float32 TFLite (XNNPACK, ``--num_threads``) and run as a TF ``tf.function``; the four candidates
-are timed round-robin in one run (``bench.timing.time_interleaved``), so machine load hits them
-alike and the pruned/dense ratios are what to read.
+float32 TFLite (XNNPACK, ``--num_threads``) and run as a TF ``tf.function`` (one op at a time on
+``--num_threads`` intra-op threads); the four candidates are timed round-robin in one run
+(``bench.timing.time_interleaved``), so machine load hits them alike and the pruned/dense ratios
+are what to read.
+
+    python benchmark.py channel_pruning --model=mobilenet_v2_100 --reference=mobilenet_v2_050
+
+``--reference``: registered models timed in the same interleaved run as each pair (fresh
+weights, same size), with their ratios to that pair's dense model. A uniformly narrower variant
+shows how much of a runtime's time at batch 1 does not shrink with the channel counts at all
+(per-operation overhead): no pruning of the same layers can run faster than that floor.
 
     python benchmark.py channel_pruning --runs=DENSE,PRUNED_A,SPARSE_B,... --plot=out.png
 
@@ -51,8 +59,11 @@ flags.DEFINE_string("importance", "l1", "Channel importance: l1 or bn_gamma.")
 flags.DEFINE_string("pruned_run", "", "A channel-pruned train.py workdir to time instead.")
 flags.DEFINE_list("runs", [], "train.py workdirs to time and plot (top-1 vs TFLite latency).")
 flags.DEFINE_string("plot", "", "With --runs: where to write the top-1 vs latency PNG.")
+flags.DEFINE_list(
+    "reference", [], "Registered models timed alongside each pair (e.g. a narrower variant)."
+)
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
-common.define_timing_flags(repeats=7, warmup=3)
+common.define_timing_flags(repeats=11, warmup=3)
 flags.DEFINE_integer("calls", 5, "Calls averaged inside one repeat.")
 common.define_output_flags("docs/compression.md ('channel_pruning_latency')")
 
@@ -91,30 +102,51 @@ def _pairs():
 
 
 def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
-    images = np.random.default_rng(0).random((1, FLAGS.image_size, FLAGS.image_size, 3))
-    images = images.astype(np.float32)
+    size = FLAGS.image_size
+    images = np.random.default_rng(0).random((1, size, size, 3)).astype(np.float32)
+    tensor = tf.constant(images)  # made once: the TF candidates time the model call alone
+    models = {"dense": dense, "pruned": pruned}
+    for reference in FLAGS.reference:
+        models[reference] = architectures.create_model(
+            reference, input_shape=(size, size, 3), num_classes=FLAGS.num_classes
+        )
     candidates, costs = {}, {}
-    for label, model in (("dense", dense), ("pruned", pruned)):
+    for label, model in models.items():
         costs[label] = model_cost(model).total
         runner = tflite.Runner(tflite.convert(model, "float32"), num_threads=FLAGS.num_threads)
         candidates[f"{label}_tflite"] = lambda runner=runner: runner(images)
         call = tf.function(lambda x, model=model: model(x, training=False))
-        candidates[f"{label}_tf"] = lambda call=call: call(tf.constant(images))
+        candidates[f"{label}_tf"] = lambda call=call: call(tensor)
     timings = timing.time_interleaved(
         candidates, repeats=FLAGS.repeats, calls_per_repeat=FLAGS.calls, warmup=FLAGS.warmup
     )
     result = {
         "model": name,
-        "image_size": FLAGS.image_size,
+        "image_size": size,
         "num_threads": FLAGS.num_threads,
         "dense_macs": costs["dense"].macs,
         "pruned_macs": costs["pruned"].macs,
         "dense_params": costs["dense"].params,
         "pruned_params": costs["pruned"].params,
-        **{f"{label}_ms": t.median_ms for label, t in timings.items()},
     }
+    ms = {label: t.median_ms for label, t in timings.items()}
     for runtime in ("tflite", "tf"):
-        result[f"{runtime}_ratio"] = result[f"pruned_{runtime}_ms"] / result[f"dense_{runtime}_ms"]
+        for label in ("dense", "pruned"):
+            result[f"{label}_{runtime}_ms"] = ms[f"{label}_{runtime}"]
+        result[f"{runtime}_ratio"] = ms[f"pruned_{runtime}"] / ms[f"dense_{runtime}"]
+    result["references"] = [
+        {
+            "model": reference,
+            "macs": costs[reference].macs,
+            "params": costs[reference].params,
+            **{f"{runtime}_ms": ms[f"{reference}_{runtime}"] for runtime in ("tflite", "tf")},
+            **{
+                f"{runtime}_ratio": ms[f"{reference}_{runtime}"] / ms[f"dense_{runtime}"]
+                for runtime in ("tflite", "tf")
+            },
+        }
+        for reference in FLAGS.reference
+    ]
     return result
 
 
@@ -203,24 +235,41 @@ def main(argv) -> None:
         return
     if not FLAGS.pruned_run:
         common.check_models("channel_pruning", FLAGS.model)
+    common.check_models("channel_pruning", FLAGS.reference)
+    # TF on the same threads as the interpreter: one op at a time on --num_threads threads. TF's
+    # default pools (every core for each of two concurrent ops) oversubscribe a shared machine,
+    # and the stalls scale with the op count, which pruning leaves unchanged.
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     results = [_measure(*pair) for pair in _pairs()]
     if FLAGS.json:
         for result in results:
             print(json.dumps(result))
         return
-    rows = "".join(
-        f"| {r['model']} | {r['pruned_macs'] / r['dense_macs']:.2f} | "
-        f"{r['dense_params'] / 1e6:.2f} → {r['pruned_params'] / 1e6:.2f} | "
-        f"{r['dense_tflite_ms']:.2f} | {r['pruned_tflite_ms']:.2f} | {r['tflite_ratio']:.2f} | "
-        f"{r['dense_tf_ms']:.2f} | {r['pruned_tf_ms']:.2f} | {r['tf_ratio']:.2f} |\n"
-        for r in results
-    )
+    rows = ""
+    for r in results:
+        rows += (
+            f"| {r['model']} | {r['pruned_macs'] / r['dense_macs']:.2f} | "
+            f"{r['dense_params'] / 1e6:.2f} → {r['pruned_params'] / 1e6:.2f} | "
+            f"{r['dense_tflite_ms']:.2f} | {r['pruned_tflite_ms']:.2f} | "
+            f"{r['tflite_ratio']:.2f} | "
+            f"{r['dense_tf_ms']:.2f} | {r['pruned_tf_ms']:.2f} | {r['tf_ratio']:.2f} |\n"
+        )
+        for ref in r["references"]:  # in the pruned columns, against the same dense model
+            rows += (
+                f"| ↳ reference `{ref['model']}` | {ref['macs'] / r['dense_macs']:.2f} | "
+                f"{r['dense_params'] / 1e6:.2f} → {ref['params'] / 1e6:.2f} | "
+                f"{r['dense_tflite_ms']:.2f} | {ref['tflite_ms']:.2f} | "
+                f"{ref['tflite_ratio']:.2f} | "
+                f"{r['dense_tf_ms']:.2f} | {ref['tf_ms']:.2f} | {ref['tf_ratio']:.2f} |\n"
+            )
     table = (
         "| model | MACs kept | params (M) | TFLite dense ms | TFLite pruned ms | ratio | "
         "TF dense ms | TF pruned ms | ratio |\n|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n"
         f"{FLAGS.image_size}×{FLAGS.image_size}, batch 1, TFLite float32 with XNNPACK on "
-        f"{FLAGS.num_threads} threads; medians of {FLAGS.repeats} interleaved repeats of "
+        f"{FLAGS.num_threads} threads, TF a `tf.function` on {FLAGS.num_threads} intra-op "
+        f"threads, one op at a time; medians of {FLAGS.repeats} interleaved repeats of "
         f"{FLAGS.calls} calls. {report.machine_description()}."
     )
     print(table)

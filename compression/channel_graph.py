@@ -9,11 +9,14 @@ its inputs' ids; ``Add``/``Multiply``/... merge the ids of their inputs channel 
 tensor, so the thinner network computes exactly what the wide one computed on the surviving
 channels once the removed channels contribute nothing downstream.
 
-Three structures must keep equal-sized parts after a removal, and are handled by tying channel
-``i`` of every part together (so a unit is removed from every part at once):
+Three structures must keep equal-sized parts after a removal, and are handled by tying units
+across the parts (so a unit is removed from every part at once):
 
-* grouped convolutions (``GroupConv2D``, ``Conv2D(groups>1)``): the input channels and the
-  output channels of each group; the group count stays, the per-group width shrinks;
+* grouped convolutions (``GroupConv2D``, ``Conv2D(groups>1)``): channel ``i`` of each output
+  group; on the input, each group must only lose as many channels, so units confined to one
+  group are tied rank by rank with those of the other groups (``_Units.tie_balanced``: after a
+  shuffle these need not sit at the same positions) and units left uneven are kept; the group
+  count stays, the per-group width shrinks;
 * ``ChannelShuffle(g)``: channel ``i`` of each of the ``g`` groups (removing column ``i`` of the
   ``(g, C/g)`` view commutes with the transpose);
 * ``ChannelSplit(n)``: channel ``i`` of each of the ``n`` parts.
@@ -170,6 +173,27 @@ class _Units:
             for part in view[1:]:
                 self.tie(view[0], part)
 
+    def tie_balanced(self, ids: np.ndarray, parts: int) -> None:
+        """Ties units so that removing one takes equally many channels from each of ``parts``
+        equal contiguous parts of ``ids`` (a grouped convolution's input groups).
+
+        A unit already spread evenly over the parts needs nothing. Units confined to one part
+        are tied rank by rank (in channel order) with the units of the same channel count
+        confined to each other part: for plain one-channel units this is ``tie_parts``, but
+        it also pairs units that a shuffle has laid out unevenly. Whatever is still uneven
+        after every tie of the graph is fixed (``ChannelGraph._finish``).
+        """
+        if parts <= 1:
+            return
+        view = self.resolve(ids).reshape(parts, -1)
+        counts = [collections.Counter(part.tolist()) for part in view]
+        spread = collections.Counter(u for c in counts for u in c)
+        for count in sorted({n for c in counts for n in c.values()}):
+            ranked = [[u for u, n in c.items() if n == count and spread[u] == 1] for c in counts]
+            paired = min(len(r) for r in ranked)
+            for others in ranked[1:]:
+                self.tie(np.array(ranked[0][:paired]), np.array(others[:paired]))
+
     def resolve(self, ids: np.ndarray) -> np.ndarray:
         return np.array([self.find(u) for u in ids.tolist()], dtype=np.int64)
 
@@ -298,7 +322,7 @@ class ChannelGraph:
         inner, groups = None, 1
         if kind == CONV:
             groups = int(getattr(layer, "groups", 1))
-            units.tie_parts(ids_in[0], groups)
+            units.tie_balanced(ids_in[0], groups)
             out = units.fresh(_channels(outputs[0]))
             units.tie_parts(out, groups)
             return [out], inner, groups
@@ -332,6 +356,12 @@ class ChannelGraph:
             info.outputs = [units.resolve(ids) for ids in info.outputs]
             if info.inner is not None:
                 info.inner = units.resolve(info.inner)
+            if info.kind == CONV and info.groups > 1:  # uneven over the groups: kept
+                parts = info.inputs[0].reshape(info.groups, -1)
+                counts = [collections.Counter(part.tolist()) for part in parts]
+                for unit in counts[0].keys() | set().union(*counts[1:]):
+                    if len({c.get(unit, 0) for c in counts}) > 1:
+                        fixed.add(unit)
         self.fixed = fixed
         producers: dict[int, list[str]] = collections.defaultdict(list)
         first_ids: dict[int, np.ndarray] = {}

@@ -24,6 +24,10 @@ Three steps, each usable alone:
    the surviving weight slices copied (kernels on their input and output axes, per-group slices
    of grouped kernels, depthwise kernels, biases, batch-norm γ, β and moving statistics). The
    result is a plain model: no masks, no wrappers.
+
+``prune_channels(..., steps=N, fine_tune=f)`` repeats the three N times along a geometric
+schedule of budgets, with ``f`` training each intermediate model, so later steps score channels
+on fine-tuned weights (gradual pruning, as in Molchanov et al., 2019).
 """
 
 from __future__ import annotations
@@ -121,9 +125,13 @@ def _kept(info: LayerChannels, graph: ChannelGraph, removed: set[int]) -> dict[s
     if info.kind in (SEPARABLE, SPATIAL):
         roles += ("inner",)
     kept = {role: graph.kept_positions(_ids(info, role), removed) for role in roles}
-    if info.kind == CONV:
+    if info.kind == CONV:  # per group: each group of a grouped kernel reads its own slice
         per_group = len(info.inputs[0]) // info.groups
-        kept["in_local"] = kept["in"][kept["in"] < per_group]
+        kept["in_local"] = [
+            kept["in"][(kept["in"] >= g * per_group) & (kept["in"] < (g + 1) * per_group)]
+            - g * per_group
+            for g in range(info.groups)
+        ]
     return kept
 
 
@@ -138,10 +146,24 @@ def _thin_config(info: LayerChannels, kept: dict[str, np.ndarray]) -> dict:
     return config
 
 
-def _slice(value: np.ndarray, axes, kept: dict[str, np.ndarray]) -> np.ndarray:
+def _slice(value: np.ndarray, axes, kept: dict) -> np.ndarray:
+    if axes == _SLICES[CONV]["kernel"]:
+        return _slice_grouped_kernel(value, kept["in_local"], kept["out"])
     for axis, role in axes:
         value = np.take(value, kept[role], axis=axis)
     return value
+
+
+def _slice_grouped_kernel(value: np.ndarray, in_local: list, out: np.ndarray) -> np.ndarray:
+    """A ``(k_h, k_w, C_in / G, C_out)`` kernel thinned group by group: output block ``g``
+    keeps the input channels that survive in group ``g`` (the same positions in every group
+    unless a shuffle laid the units out unevenly)."""
+    per_group = value.shape[3] // len(in_local)
+    blocks = [
+        value[:, :, local][..., out[(out >= g * per_group) & (out < (g + 1) * per_group)]]
+        for g, local in enumerate(in_local)
+    ]
+    return np.concatenate(blocks, axis=3)
 
 
 def apply_plan(graph: ChannelGraph, removed: set[int]) -> keras.Model:
@@ -363,6 +385,10 @@ def _probe(info: LayerChannels, input_shape, counts: dict[str, int], cache: dict
             probe = type(info.layer).from_config(config)
             probe.build(shape)
             cache[key] = layer_cost(probe, shape)
+        # A layer made in a v1 graph rebases its class (and its parents) on tf_keras' v1 Layer,
+        # for every existing instance too (version_utils.swap_class), and calling the eager
+        # model then fails; making one eagerly (no variables yet) rebases them back.
+        type(info.layer).from_config(config)
     return cache[key]
 
 
@@ -433,6 +459,16 @@ class CostModel:
         }
 
 
+def _target(target_macs: float | None, target_params: float | None) -> tuple[float, int]:
+    """``(fraction, 0 for MACs or 1 for parameters)``, checked."""
+    if (target_macs is None) == (target_params is None):
+        raise ValueError("Give exactly one of target_macs and target_params.")
+    target = target_macs if target_macs is not None else target_params
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"The target fraction must be in (0, 1], got {target}.")
+    return target, 0 if target_macs is not None else 1
+
+
 @dataclasses.dataclass
 class PruningPlan:
     """What ``plan`` decided.
@@ -478,12 +514,7 @@ def plan(
       A ``PruningPlan``. When the groups run out of channels to remove before the target is
       met, the plan stops there (``estimated`` says where).
     """
-    if (target_macs is None) == (target_params is None):
-        raise ValueError("Give exactly one of target_macs and target_params.")
-    target = target_macs if target_macs is not None else target_params
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"The target fraction must be in (0, 1], got {target}.")
-    index = 0 if target_macs is not None else 1
+    target, index = _target(target_macs, target_params)
     costs = costs or CostModel(graph)
     dense = costs.total(set())
     budget = target * dense[index]
@@ -575,6 +606,8 @@ def prune_channels(
     skip: tuple[str, ...] = (),
     batches=None,
     loss=None,
+    steps: int = 1,
+    fine_tune=None,
     return_plan: bool = False,
 ):
     """A thinner copy of ``model`` that costs ``target_macs`` (or ``target_params``) of it.
@@ -587,28 +620,50 @@ def prune_channels(
       round_to: kept channel counts are multiples of this.
       min_channels: the fewest channels any group keeps (default ``round_to``).
       skip: names of groups (their first producer layer, see ``channel_groups``) to leave whole.
-      batches: ``(images, labels)`` batches for ``taylor``.
+      batches: ``(images, labels)`` batches for ``taylor`` (iterated once per step: a list or
+        a ``tf.data.Dataset``, not a generator).
       loss: ``loss(labels, outputs)`` for ``taylor``; default cross-entropy.
-      return_plan: also return the ``PruningPlan``.
+      steps: prune in this many steps along a geometric schedule: step ``k`` brings the model
+        to ``target ** (k / steps)`` of the dense cost, its importance measured on the model
+        the previous step left (and ``fine_tune`` trained).
+      fine_tune: ``fine_tune(model)``, called between steps with the model of each step but the
+        last, to train it in place (compile and fit it); None: no training between steps.
+      return_plan: also return the ``PruningPlan`` (``steps=1`` only: each step plans on its
+        own graph).
 
     Returns:
       The pruned ``keras.Model`` (and the plan when ``return_plan``).
     """
     if target_params is not None:
         target_macs = None
-    graph = ChannelGraph(model)
-    scores = unit_scores(graph, importance, batches=batches, loss=loss)
-    decided = plan(
-        graph,
-        scores,
-        target_macs=target_macs,
-        target_params=target_params,
-        round_to=round_to,
-        min_channels=min_channels,
-        skip=tuple(skip),
-    )
-    thin = apply_plan(graph, decided.removed)
-    return (thin, decided) if return_plan else thin
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer.")
+    if steps > 1 and return_plan:
+        raise ValueError("return_plan needs steps=1: each step plans on its own graph.")
+    target, index = _target(target_macs, target_params)
+    dense = None
+    for step in range(1, steps + 1):
+        graph = ChannelGraph(model)
+        scores = unit_scores(graph, importance, batches=batches, loss=loss)
+        costs = CostModel(graph)
+        current = costs.total(set())[index]
+        dense = current if dense is None else dense
+        # This step's goal as a fraction of the current model (rounding may have overshot it).
+        fraction = min(1.0, target ** (step / steps) * dense / current)
+        decided = plan(
+            graph,
+            scores,
+            target_macs=fraction if index == 0 else None,
+            target_params=fraction if index == 1 else None,
+            round_to=round_to,
+            min_channels=min_channels,
+            skip=tuple(skip),
+            costs=costs,
+        )
+        model = apply_plan(graph, decided.removed)
+        if step < steps and fine_tune is not None:
+            fine_tune(model)
+    return (model, decided) if return_plan else model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,8 +704,10 @@ def validate(section) -> None:
         section.steps == 1,
         "steps",
         section.steps,
-        "is not supported: prune once per run (steps=1); for gradual pruning, train again with "
-        "--config.init_checkpoint=<this run> and a smaller target",
+        "is not supported: a run prunes once, before its first step (steps=1); for gradual "
+        "pruning, chain runs (train again with --config.init_checkpoint=<this run> and a "
+        "target that is a fraction of that run's model), or in Python call "
+        "compression.prune_channels(model, steps=N, fine_tune=<function>)",
         prefix,
     )
     validation.require(
