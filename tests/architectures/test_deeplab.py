@@ -1,6 +1,6 @@
 """DeepLab v3/v3+: every variant at 513 (build, cost and output stride, no forward pass) and at
-32×32 (forward, gradients), the atrous backbones, and one small model through tfmot pruning,
-clean TFLite and a fresh-process .keras round trip."""
+32×32 (forward, gradients), the atrous backbones, structured channel pruning, and one small model
+through tfmot pruning, clean TFLite and a fresh-process .keras round trip."""
 
 import numpy as np
 import pytest
@@ -15,6 +15,9 @@ from compression import pruning
 from configs.common import get_base_config
 from deploy import tflite
 from layers import AtrousDepthwiseConv2D, DepthwiseSeparableConv2D
+from tests.compression.test_channel_pruning import (
+    _check_equivalence as check_channel_pruning_equivalence,
+)
 from tests.model_checks import predict_in_fresh_process
 from trainer import tasks
 
@@ -144,6 +147,31 @@ def test_every_variant_runs_at_a_small_size_and_every_weight_gets_a_gradient(nam
     assert logits.shape == (2, SIZE, SIZE, CLASSES)
     grads = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads), name
+
+
+@pytest.mark.slow
+def test_structured_channel_pruning_is_exact_and_the_thin_model_converts_cleanly():
+    """DeepLab v3+ through structured channel pruning's channel graph: ASPP's concatenation of
+    five branches, the decoder's of upsampled ASPP and low-level features, atrous depthwise
+    stages and ``Resize2D``. The exact-equivalence check of the channel-pruning tests (zero what
+    reads about a third of every group's channels, remove them: the same logits, fewer
+    parameters); the thin model converts to a clean TFLite file with its logits."""
+    keras.utils.set_random_seed(0)
+    model = create_model(
+        "deeplabv3plus_mobilenet_v2_100",
+        input_shape=(SIZE, SIZE, 3),
+        num_classes=CLASSES,
+        alpha=0.35,
+        dropout=0.0,
+    )
+    thin = check_channel_pruning_equivalence(model)
+    images, _ = _batch(seed=2)
+    flatbuffer = tflite.convert(thin)
+    ops = tflite.op_names(flatbuffer)
+    assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}, ops
+    assert not any(op.startswith("Flex") for op in ops), ops
+    expected = thin(images, training=False).numpy()
+    np.testing.assert_allclose(tflite.Runner(flatbuffer)(images), expected, atol=1e-4)
 
 
 @pytest.mark.slow
