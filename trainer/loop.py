@@ -153,7 +153,10 @@ def _build_model(
         set_bn_momentum(model, config.model.bn_momentum)
     model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)
     model = quantization.apply(model, config.quantization)
-    if qat and not resuming:  # a resumed run's checkpoint holds its trained ranges
+    # Ranges calibrated on a float run's weights; a resumed run's checkpoint holds its trained
+    # ones, and a model trained from scratch has no ranges worth measuring yet (its random
+    # weights give degenerate ones that turn the first step's loss to NaN): tfmot's start.
+    if qat and not resuming and config.init_checkpoint:
         quantization.calibrate(model, next(iter(train))[0])
     return model
 
