@@ -11,6 +11,7 @@ from configs import recipes
 from deploy import loading
 from deploy.fileio import read_json
 from deploy.workdir import Workdir
+from trainer.callbacks import read_metrics_csv
 
 
 def _config(**channel_pruning):
@@ -45,8 +46,11 @@ def test_prune_fine_tune_resume_and_reload(tmp_path):
     dense_metrics = trainer.run(_config(), dense_dir)
     config = _config(target_macs=0.5)
     config.init_checkpoint = dense_dir
+    config.distill.teacher = dense_dir  # the compressed-model recipe (docs/recipes.md)
     metrics = trainer.run(config, pruned_dir)
     record = metrics["channel_pruning"]
+    rows = read_metrics_csv(Workdir(pruned_dir).metrics_csv)
+    assert rows[-1]["distill_kl"] > 0  # the thin student learned from its dense parent
     assert record["pruned_macs"] <= 0.5 * record["dense_macs"]
     assert record["dense_top1"] == dense_metrics["final"]["val_top1"]
     assert record == read_json(Workdir(pruned_dir).metrics_json)["channel_pruning"]
