@@ -19,9 +19,12 @@ class scores ``[B, K]``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import types
 import zipfile
 from collections.abc import Callable
 
@@ -106,6 +109,40 @@ def saved_class_names(loaded: LoadedModel) -> list[str] | None:
     return None
 
 
+class _InMemoryMembersZipFile(zipfile.ZipFile):
+    """A ``ZipFile`` whose ``.h5`` members open as in-memory copies (see below)."""
+
+    def open(self, name, mode="r", *args, **kwargs):
+        member = super().open(name, mode, *args, **kwargs)
+        if mode != "r" or not str(getattr(name, "filename", name)).endswith(".h5"):
+            return member
+        with member:
+            return io.BytesIO(member.read())
+
+
+@contextlib.contextmanager
+def _weights_read_in_memory():
+    """While open, tf_keras reads a ``.keras`` file's weights from an in-memory copy.
+
+    tf_keras hands h5py the weights member as zipfile's stream, and h5py seeks around in it;
+    before Python 3.12 every backward seek re-reads the member from its start, so a ResNet-50
+    file (157 MB) took 56 s to load instead of 3.4 s. One read into memory makes the seeks
+    free, for a transient copy of the weights. It swaps the ``zipfile`` module that tf_keras'
+    ``saving_lib`` sees for one whose ``ZipFile`` does this, so it is not thread-safe: loads
+    are sequential here.
+    """
+    from tf_keras.src.saving import saving_lib
+
+    original = saving_lib.zipfile
+    saving_lib.zipfile = types.SimpleNamespace(
+        **{**vars(zipfile), "ZipFile": _InMemoryMembersZipFile}
+    )
+    try:
+        yield
+    finally:
+        saving_lib.zipfile = original
+
+
 def load_keras_file(path: str) -> keras.Model:
     """A ``.keras`` file, loaded with ``safe_mode=True`` and without its optimizer.
 
@@ -126,7 +163,8 @@ def load_keras_file(path: str) -> keras.Model:
             f"deploy.loading.load_keras_file."
         )
     try:
-        with quantization.quantize_scope():  # a QAT model's tfmot wrappers and configs
+        # A QAT model's tfmot wrappers and configs; the weights read from memory.
+        with quantization.quantize_scope(), _weights_read_in_memory():
             return keras.models.load_model(path, compile=False, safe_mode=True)
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as error:
         raise ValueError(f"truncated or not a Keras file: {path} ({error})") from None

@@ -106,7 +106,7 @@ def test_keras_round_trip_of_every_variant_in_a_fresh_process(tmp_path, half):
     names = VARIANTS[half::2]
     cases = [(small_model(name), batch(name, seed=1)[0]) for name in names]
     expected = [model(images, training=False).numpy() for model, images in cases]
-    reloaded = predict_in_fresh_process(cases, tmp_path, fmt="keras")
+    reloaded = predict_in_fresh_process(cases, tmp_path, fmt="keras", loader="lightnets")
     for name, want, got in zip(names, expected, reloaded, strict=True):
         assert got.shape == (BATCH, NUM_CLASSES), name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

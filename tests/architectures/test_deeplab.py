@@ -206,5 +206,7 @@ def test_pruned_model_strips_to_clean_tflite_and_reloads_in_a_fresh_process(smal
     assert not any(op.startswith("Flex") for op in ops), ops
     np.testing.assert_allclose(tflite.Runner(flatbuffer)(images), expected, atol=1e-4)
 
-    (reloaded,) = predict_in_fresh_process([(stripped, images)], tmp_path, fmt="keras")
+    (reloaded,) = predict_in_fresh_process(
+        [(stripped, images)], tmp_path, fmt="keras", loader="lightnets"
+    )
     np.testing.assert_allclose(reloaded, expected, rtol=1e-4, atol=1e-4)

@@ -332,13 +332,11 @@ def test_families_prune_train_reload_convert(tmp_path, families):
         f"""
         import os, sys
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        import numpy as np, tf_keras as keras
-        import layers
+        import numpy as np
+        from deploy.loading import load_keras_file  # safe_mode=True, fast for large files
         images = np.load({str(tmp_path / "images.npy")!r})
         for name in {saved!r}:
-            model = keras.models.load_model(
-                os.path.join({str(tmp_path)!r}, name + ".keras"), safe_mode=True, compile=False
-            )
+            model = load_keras_file(os.path.join({str(tmp_path)!r}, name + ".keras"))
             expected = np.load(os.path.join({str(tmp_path)!r}, name + ".npy"))
             np.testing.assert_allclose(model(images, training=False), expected, atol=1e-5)
         print("reloaded", len({saved!r}))

@@ -190,7 +190,9 @@ def test_every_family_reaches_the_target_and_reloads(pruned_family_models, tmp_p
         _check_report(name, stripped, 0.5)
     models = list(pruned_family_models.values())
     expected = [stripped.predict_on_batch(images) for stripped, _ in models]
-    reloaded = predict_in_fresh_process([(m, images) for m, _ in models], tmp_path)
+    reloaded = predict_in_fresh_process(
+        [(m, images) for m, _ in models], tmp_path, loader="lightnets"
+    )
     for name, want, got in zip(pruned_family_models, expected, reloaded, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
 
