@@ -7,10 +7,12 @@ import tensorflow as tf
 
 import trainer
 from architectures.cost import model_cost
+from compression import quantization
 from configs import recipes
 from deploy import loading
 from deploy.fileio import read_json
 from deploy.workdir import Workdir
+from layers.wrappers import unwrap
 from trainer.callbacks import read_metrics_csv
 
 
@@ -66,3 +68,23 @@ def test_prune_fine_tune_resume_and_reload(tmp_path):
     # A checkpoint alone rebuilds the pruned model, not the registry's dense one.
     prefix = tf.train.latest_checkpoint(Workdir(pruned_dir).checkpoints)
     assert model_cost(loading.load_source_model(prefix)).total_macs == record["pruned_macs"]
+
+    # Quantization-aware training from the pruned run fine-tunes the thinner model (the
+    # workdir's architecture.keras), not the registry's dense one, and its model.keras reloads.
+    qat_config = _config()
+    qat_config.init_checkpoint = pruned_dir
+    qat_config.quantization.aware = True
+    trainer.run(qat_config, str(tmp_path / "qat"))
+    qat = loading.load_model(str(tmp_path / "qat")).keras_model
+    assert quantization.has_wrappers(qat)
+    pruned = loading.load_model(pruned_dir).keras_model
+
+    def kernels(model):
+        return {
+            (unwrap(layer).name, name): tuple(weight.shape)
+            for layer in model.layers
+            for weight in layer.weights
+            if (name := weight.name.split("/")[-1]) in ("kernel:0", "depthwise_kernel:0")
+        }
+
+    assert kernels(qat) == kernels(pruned)
