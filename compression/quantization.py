@@ -69,6 +69,7 @@ from layers import (  # noqa: E402
     GroupConv2D,
     HardSigmoid,
     HardSwish,
+    Resize2D,
     SpatialSeparableConv2D,
 )
 
@@ -303,6 +304,7 @@ OUTPUT_ONLY = {
     keras.layers.Multiply: True,
     ChannelShuffle: False,
     ChannelSplit: False,
+    Resize2D: False,  # int8 RESIZE_BILINEAR keeps its input's scale
 }
 CUSTOM_OBJECTS = {
     "ConvQuantizeConfig": ConvQuantizeConfig,

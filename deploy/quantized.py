@@ -1,7 +1,7 @@
 """What quantization-aware training bought: ``metrics.json["quantization"]``.
 
-Four top-1 figures on the same validation images, each measured on what it names: the float
-model (Keras), the float model converted post-training to full int8 (the TFLite file), the QAT
+Four top-1 figures (mIoU and pixel accuracy for segmentation) on the same validation images,
+each measured on what it names: the float model (Keras), the float model converted post-training to full int8 (the TFLite file), the QAT
 model itself (Keras, fake-quant ops) and the QAT model's int8 TFLite file, which is what ships.
 The last two differ only by the converter (tfmot issue #368 is where they did not agree), so
 their top-1 agreement is reported too. Sizes and latencies (LiteRT with XNNPACK, batch 1) are of
@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from compression import pruning
 from deploy import loading, metrics, tflite
+from deploy.segmentation_metrics import SegmentationAccumulator
 
 LATENCY_THREADS = 2
 
@@ -28,15 +29,22 @@ def _scores(predict, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     )
 
 
-def _top1(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(scores.argmax(axis=-1) == labels))
+def _score(scores: np.ndarray, labels: np.ndarray) -> dict:
+    """``{"top1"}`` for class labels ``[N]``; ``{"miou", "pixel_accuracy"}`` for masks
+    ``[N, H, W]`` (the ignore label excluded, as ``deploy/segmentation_metrics.py`` counts)."""
+    if labels.ndim == 1:
+        return {"top1": float(np.mean(scores.argmax(axis=-1) == labels))}
+    accumulator = SegmentationAccumulator(scores.shape[-1])
+    accumulator.update(scores, labels)
+    result = accumulator.result()
+    return {"miou": result["miou"], "pixel_accuracy": result["pixel_accuracy"]}
 
 
 def _tflite_entry(path: str, images, labels, *, latency_iterations: int) -> tuple[dict, np.ndarray]:
     runner = tflite.Runner(path, num_threads=LATENCY_THREADS)
     scores = _scores(runner, images)
     entry = {
-        "top1": _top1(scores, labels),
+        **_score(scores, labels),
         "bytes": os.path.getsize(path),
         "latency_ms_b1": metrics.measure_latency_ms(
             runner, runner.input_shape, 1, iterations=latency_iterations
@@ -60,7 +68,9 @@ def quantization_report(
     Args:
       qat_model: the trained QAT model.
       int8_path: its exported full-int8 TFLite file.
-      images: float32 ``[N, S, S, 3]`` normalised validation images; ``labels``: int ``[N]``.
+      images: float32 ``[N, S, S, 3]`` normalised validation images; ``labels``: int ``[N]``
+        (classes) or ``[N, S, S]`` (masks: each figure is then ``{"miou", "pixel_accuracy"}``
+        instead of ``{"top1"}``, and the agreement is per pixel).
       float_model: the float model QAT started from (None when it trained from scratch: no
         float and post-training rows).
       representative_images: calibration images for the post-training int8 conversion.
@@ -78,7 +88,7 @@ def quantization_report(
         int8_path, images, labels, latency_iterations=latency_iterations
     )
     report = {
-        "qat_keras": {"top1": _top1(keras_scores, labels)},
+        "qat_keras": _score(keras_scores, labels),
         "qat_int8_tflite": int8,
         "qat_keras_tflite_agreement": float(
             np.mean(keras_scores.argmax(axis=-1) == int8_scores.argmax(axis=-1))
@@ -88,9 +98,7 @@ def quantization_report(
     }
     if float_model is None:
         return report
-    report["float"] = {
-        "top1": _top1(_scores(loading.wrap_keras_model(float_model).predict, images), labels)
-    }
+    report["float"] = _score(_scores(loading.wrap_keras_model(float_model).predict, images), labels)
     with tempfile.TemporaryDirectory() as tmp:
         for key, mode in (("float_tflite", "float32"), ("ptq_int8_tflite", "int8")):
             path = os.path.join(tmp, f"{key}.tflite")

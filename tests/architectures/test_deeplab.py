@@ -175,6 +175,41 @@ def test_structured_channel_pruning_is_exact_and_the_thin_model_converts_cleanly
 
 
 @pytest.mark.slow
+def test_quantization_aware_training_converts_to_a_full_int8_file(small, tmp_path):
+    """QAT wraps every DeepLab layer (atrous depthwise, Resize2D included), trains a step, and
+    every tensor of the int8 file has a fake-quant in the QAT model (no float op left when the
+    converter gets no calibration data); the QAT report scores masks by mIoU."""
+    import ml_collections
+
+    from compression import quantization
+    from deploy import quantized
+    from tests.compression.test_quantization import _convert_uncalibrated
+
+    qat = quantization.apply(small, ml_collections.ConfigDict({"aware": True, "int8_io": True}))
+    images, masks = _batch(batch=4)
+    quantization.calibrate(qat, images)
+    qat.compile(optimizer="sgd", loss=tasks.MaskedSparseCrossEntropy(), run_eagerly=True)
+    qat.fit(images, masks, epochs=1, verbose=0)
+    assert tflite.float_ops(_convert_uncalibrated(qat, tmp_path)) == []
+
+    path = str(tmp_path / "model_int8.tflite")
+    with open(path, "wb") as f:
+        f.write(tflite.convert(qat, "int8", representative_images=images))
+    report = quantized.quantization_report(
+        qat,
+        path,
+        images,
+        masks,
+        float_model=None,
+        representative_images=images,
+        latency_iterations=2,
+    )
+    assert set(report["qat_int8_tflite"]) >= {"miou", "pixel_accuracy", "bytes"}
+    assert 0.0 <= report["qat_int8_tflite"]["miou"] <= 1.0
+    assert 0.0 <= report["qat_keras_tflite_agreement"] <= 1.0
+
+
+@pytest.mark.slow
 def test_pruned_model_strips_to_clean_tflite_and_reloads_in_a_fresh_process(small, tmp_path):
     """One small DeepLab v3+ (atrous ASPP, decoder) through what follows training: tfmot pruning
     (wrap, one step, strip), float TFLite (no SPACE_TO_BATCH_ND, builtin ops only, the same
