@@ -370,7 +370,7 @@ _STRATEGY_SCRIPT = textwrap.dedent(
         cfg.update(final_sparsity=0.5, frequency=1)
         with strategy.scope():
             model = architectures.create_model(
-                "mobilenet_v2_035", input_shape=(32, 32, 3), num_classes=4)
+                "mobilenet_v1_025", input_shape=(32, 32, 3), num_classes=4)
             model = pruning.apply(model, cfg, steps_per_epoch=2, total_steps=2)
             model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
         rng = np.random.default_rng(0)
