@@ -166,9 +166,9 @@ def test_a_best_metric_of_the_average_needs_the_average():
     config_validation.validate(config)
 
 
-@pytest.mark.slow
-def test_recipes_compose_with_quantization_aware_training(tmp_path):
-    """EMA, mixup/CutMix, RandAugment, erasing and distillation on a QAT-wrapped student."""
+def _every_recipe_config(tmp_path):
+    """mobilenet_v1_025 at 32 px with RandAugment, erasing, mixup + CutMix and a saved teacher
+    of the same shape (``config.train`` is left to the test)."""
     teacher_path = str(tmp_path / "teacher.keras")
     architectures.create_model("mobilenet_v1_025", input_shape=(32, 32, 3), num_classes=10).save(
         teacher_path
@@ -179,11 +179,18 @@ def test_recipes_compose_with_quantization_aware_training(tmp_path):
     config.data.augment = "randaugment"
     config.data.random_erasing = 0.5
     config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0
+    config.distill.teacher = teacher_path
+    return config
+
+
+@pytest.mark.slow
+def test_recipes_compose_with_quantization_aware_training(tmp_path):
+    """EMA, mixup/CutMix, RandAugment, erasing and distillation on a QAT-wrapped student."""
+    config = _every_recipe_config(tmp_path)
     config.train.update(
         dict(epochs=1, batch_size=4, steps_per_epoch=2, eval_steps=1, verbose=0, ema_decay=0.9)
     )
     config.train.best_metric = "val_ema_top1"
-    config.distill.teacher = teacher_path
     config.quantization.aware = True
     config.export.formats = "keras"
     workdir = str(tmp_path / "run")
@@ -328,16 +335,7 @@ def test_bad_recipe_values_are_refused_naming_the_key(key, value, message):
 
 @pytest.mark.slow
 def test_ema_mixup_randaugment_and_distillation_train_and_resume(tmp_path):
-    teacher_path = str(tmp_path / "teacher.keras")
-    architectures.create_model("mobilenet_v1_025", input_shape=(32, 32, 3), num_classes=10).save(
-        teacher_path
-    )
-    config = get_base_config()
-    config.model.name = "mobilenet_v1_025"
-    config.data.image_size = 32
-    config.data.augment = "randaugment"
-    config.data.random_erasing = 0.5
-    config.data.mixup_alpha, config.data.cutmix_alpha = 0.2, 1.0
+    config = _every_recipe_config(tmp_path)
     config.train.update(
         dict(
             epochs=2,
@@ -349,7 +347,6 @@ def test_ema_mixup_randaugment_and_distillation_train_and_resume(tmp_path):
             label_smoothing=0.1,
         )
     )
-    config.distill.teacher = teacher_path
     config.export.formats = "keras"
     workdir = str(tmp_path / "run")
     metrics = trainer.run(config, workdir)
