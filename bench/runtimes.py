@@ -49,8 +49,13 @@ def runners(
     model: keras.Model, threads: int, calibration: np.ndarray, wanted=RUNTIMES, batch_size=1
 ) -> dict:
     """Runtime name -> a function of a float32 batch, for the ``wanted`` runtimes found here."""
-    found = {"tf": loading.wrap_keras_model(model).predict}
-    found["tflite_float32"] = tflite.Runner(tflite.convert(model, "float32"), num_threads=threads)
+    found = {}
+    if "tf" in wanted:
+        found["tf"] = loading.wrap_keras_model(model).predict
+    if "tflite_float32" in wanted:
+        found["tflite_float32"] = tflite.Runner(
+            tflite.convert(model, "float32"), num_threads=threads
+        )
     if "tflite_int8" in wanted:
         found["tflite_int8"] = tflite.Runner(
             tflite.convert(model, "int8", representative_images=calibration), num_threads=threads
@@ -66,7 +71,7 @@ def runners(
     for runner in found.values():
         if isinstance(runner, tflite.Runner):
             runner.resize(batch_size)  # allocated once, outside the timed calls
-    return {who: run for who, run in found.items() if who in wanted}
+    return found
 
 
 def measure(name: str, wanted=None) -> dict:
