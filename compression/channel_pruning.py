@@ -669,7 +669,15 @@ def prune_channels(
 # ---------------------------------------------------------------------------------------------
 # config.channel_pruning
 
-_KEYS = ("target_macs", "target_params", "importance", "round_to", "steps", "skip")
+_KEYS = (
+    "target_macs",
+    "target_params",
+    "importance",
+    "round_to",
+    "steps",
+    "fine_tune_steps",
+    "skip",
+)
 
 
 def is_enabled(section) -> bool:
@@ -700,30 +708,59 @@ def validate(section) -> None:
     )
     validation.check_choice(section, "importance", IMPORTANCES, prefix)
     validation.check_range(section, "round_to", low=1, integer=True, prefix=prefix)
-    validation.require(
-        section.steps == 1,
-        "steps",
-        section.steps,
-        "is not supported: a run prunes once, before its first step (steps=1); for gradual "
-        "pruning, chain runs (train again with --config.init_checkpoint=<this run> and a "
-        "target that is a fraction of that run's model), or in Python call "
-        "compression.prune_channels(model, steps=N, fine_tune=<function>)",
-        prefix,
+    validation.check_range(section, "steps", low=1, integer=True, prefix=prefix)
+    validation.check_range(
+        section, "fine_tune_steps", low=1, integer=True, optional=True, prefix=prefix
     )
     validation.require(
         isinstance(section.skip, str), "skip", section.skip, "must be a string", prefix
     )
 
 
-def prune_from_config(model: keras.Model, section, *, batches=None):
-    """``prune_channels`` with ``config.channel_pruning``'s settings; returns (model, plan)."""
+def prune_from_config(
+    model: keras.Model, section, *, batches=None, fine_tune=None, completed: int = 0, dense=None
+) -> keras.Model:
+    """``prune_channels`` with ``config.channel_pruning``'s settings: the pruned model.
+
+    Args:
+      model: the dense model; or, continuing a gradual pruning that stopped (a resumed run), the
+        model its first ``completed`` steps left.
+      section: ``config.channel_pruning``.
+      batches: training batches (``taylor``).
+      fine_tune: ``fine_tune(model)`` between steps (see ``prune_channels``).
+      completed: steps of ``section.steps`` already taken to reach ``model``.
+      dense: the dense model, when ``completed > 0``: the budget stays a fraction of its cost,
+        and the remaining steps continue the same geometric schedule (step ``k`` of ``steps``
+        still reaches ``target ** (k / steps)`` of the dense cost).
+    """
+    target_macs, target_params = section.target_macs, section.target_params
+    if completed:
+        target, index = _target(target_macs, target_params)
+        dense_cost = CostModel(ChannelGraph(dense)).total(set())[index]
+        current = CostModel(ChannelGraph(model)).total(set())[index]
+        fraction = min(1.0, target * dense_cost / current)
+        target_macs, target_params = (fraction, None) if index == 0 else (None, fraction)
     return prune_channels(
         model,
-        section.target_macs,
-        target_params=section.target_params,
+        target_macs,
+        target_params=target_params,
         importance=section.importance,
         round_to=section.round_to,
         skip=tuple(name.strip() for name in section.skip.split(",") if name.strip()),
         batches=batches,
-        return_plan=True,
+        steps=section.steps - completed,
+        fine_tune=fine_tune,
     )
+
+
+def kept_channels(dense: keras.Model, pruned: keras.Model) -> dict[str, tuple[int, int]]:
+    """Group name -> ``(channels in pruned, channels in dense)``, for every group of ``dense``.
+
+    Read from the two models, so it holds however many steps (or runs) ``pruned`` took;
+    ``PruningPlan.kept`` is the same for one step.
+    """
+    pruned_channels = {g.name: g.channels for g in ChannelGraph(pruned).groups}
+    return {
+        g.name: (pruned_channels.get(g.name, g.channels), g.channels)
+        for g in ChannelGraph(dense).groups
+    }

@@ -152,7 +152,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.channel_pruning.target_params = config_dict.placeholder(float)  # or this fraction
     config.channel_pruning.importance = "l1"  # l1 | bn_gamma | taylor
     config.channel_pruning.round_to = 8  # kept channel counts are multiples of this
-    config.channel_pruning.steps = 1  # pruning steps (only one, before training, for now)
+    # Gradual pruning: steps along a geometric schedule of budgets before training, each but
+    # the last followed by fine_tune_steps training steps (None: one epoch).
+    config.channel_pruning.steps = 1
+    config.channel_pruning.fine_tune_steps = config_dict.placeholder(int)
     config.channel_pruning.skip = ""  # comma-separated group names (channel_groups) kept whole
 
     # Quantization-aware training (compression/quantization.py, docs/deploy.md): fine-tune

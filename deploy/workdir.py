@@ -7,6 +7,9 @@ A training run owns one directory::
     DIR/classes.json         the class names, index = label (also beside every export)
     DIR/architecture.keras   a channel-pruned run's thinner model (its architecture, for resume)
     DIR/channel_pruning.json what channel pruning removed (dense and pruned cost, channels)
+    DIR/channel_pruning_steps/step_<k>.keras  a gradual pruning's fine-tuned step k, kept until
+                             architecture.keras is written (a run stopped between steps resumes
+                             from the last one)
     DIR/checkpoints/         resumable state (model, optimizer, epoch, step), written atomically
     DIR/best/                the best epoch's weights and best.json (metric, value, epoch)
     DIR/export/              model.keras, saved_model/, *.tflite, model.onnx (EXPORT_FILES)
@@ -35,6 +38,7 @@ CLASSES_JSON = "classes.json"
 IDENTITY_KEYS = ("model.name", "model.kwargs", "data.num_classes", "data.image_size", "task")
 ARCHITECTURE = "architecture.keras"
 CHANNEL_PRUNING_JSON = "channel_pruning.json"
+CHANNEL_PRUNING_STEPS = "channel_pruning_steps"
 
 # Export format -> file or directory name inside an export directory.
 EXPORT_FILES = {
@@ -77,6 +81,14 @@ class Workdir:
     @property
     def channel_pruning_json(self) -> str:
         return self._join(CHANNEL_PRUNING_JSON)
+
+    @property
+    def channel_pruning_steps(self) -> str:
+        return self._join(CHANNEL_PRUNING_STEPS)
+
+    def channel_pruning_step(self, step: int) -> str:
+        """Gradual channel pruning's model after step ``step`` and its fine-tuning."""
+        return os.path.join(self.channel_pruning_steps, f"step_{step}.keras")
 
     @property
     def checkpoints(self) -> str:

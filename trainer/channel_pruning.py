@@ -8,11 +8,19 @@ is written to the workdir (``Workdir.architecture``) before the first step, so a
 ``evaluate.py``, ``export.py`` and warm starts from this run rebuild it without the registry
 name (which names the dense model). ``Workdir.channel_pruning_json`` records what was removed;
 ``report`` turns it into ``metrics.json["channel_pruning"]``.
+
+With ``config.channel_pruning.steps=N`` the pruning is gradual: N steps along a geometric schedule
+of budgets, each but the last followed by ``fine_tune_steps`` training steps (default one epoch;
+the run's loss, optimizer kind and peak learning rate, no schedule, no distillation), so each
+step scores channels on weights that recovered from the one before. Each fine-tuned step is
+saved (``Workdir.channel_pruning_step``): a run stopped during the pruning resumes after the last
+saved step, not from the dense model.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import tf_keras as keras
 from absl import logging
@@ -22,6 +30,7 @@ from compression import channel_pruning, pruning
 from deploy import loading
 from deploy.fileio import read_json, write_json
 from deploy.workdir import Workdir, is_workdir, owning_workdir
+from trainer import optim, tasks
 
 # Training batches the taylor importance averages its gradients over.
 TAYLOR_BATCHES = 8
@@ -50,7 +59,44 @@ def _dense_top1(init_checkpoint: str) -> float | None:
     return read_json(path).get("final", {}).get("val_top1")
 
 
-def prepare(model: keras.Model, config, run: Workdir, out: Workdir, *, train) -> keras.Model:
+def _save(model: keras.Model, path: str) -> None:
+    """Saves ``model`` to ``path`` atomically (renamed into place: never half-written)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial.keras"
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def _saved_steps(run: Workdir, steps: int) -> tuple[int, str | None]:
+    """The last gradual-pruning step saved in ``run`` (before the last of ``steps``): (k, path),
+    or (0, None)."""
+    for step in range(steps - 1, 0, -1):
+        if os.path.isfile(run.channel_pruning_step(step)):
+            return step, run.channel_pruning_step(step)
+    return 0, None
+
+
+def fine_tune(model: keras.Model, config, train, steps: int) -> float:
+    """Trains ``model`` in place for ``steps`` batches of ``train`` between two pruning steps.
+
+    The run's loss and optimizer kind at the peak learning rate of ``config.optim``, no schedule
+    (a fresh optimizer each time: the thinner model has other variables).
+
+    Returns:
+      The mean training loss over those steps.
+    """
+    learning_rate = optim.scaled_learning_rate(config.optim, config.train.batch_size)
+    model.compile(
+        optimizer=optim.build_optimizer(config.optim, learning_rate),
+        loss=tasks.loss(config.task, config.train),
+    )
+    history = model.fit(train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
+    return float(history.history["loss"][-1])
+
+
+def prepare(
+    model: keras.Model, config, run: Workdir, out: Workdir, *, train, steps_per_epoch: int
+) -> keras.Model:
     """The model to train: ``model`` itself, or its channel-pruned version.
 
     Args:
@@ -58,7 +104,9 @@ def prepare(model: keras.Model, config, run: Workdir, out: Workdir, *, train) ->
       config: the run's config.
       run: the run's workdir (read).
       out: where this process writes (the workdir, or a non-chief worker's scratch copy).
-      train: the training dataset of ``(images, one-hot labels)`` batches (taylor importance).
+      train: the training dataset of ``(images, one-hot labels)`` batches (taylor importance,
+        fine-tuning between gradual steps).
+      steps_per_epoch: training steps in one epoch (the default fine-tuning between steps).
 
     Returns:
       ``model`` when channel pruning is off; the workdir's pruned model when it holds one (a
@@ -72,26 +120,58 @@ def prepare(model: keras.Model, config, run: Workdir, out: Workdir, *, train) ->
         logging.info("Channel pruning: the pruned model of %s is used.", run.architecture)
         return loading.load_keras_file(run.architecture)
     dense = _dense_model(model, config.init_checkpoint)
+    dense_cost = model_cost(dense).total
+    completed, path = _saved_steps(run, section.steps)
+    start = dense
+    if path:
+        logging.info(
+            "Channel pruning: continuing after step %d of %d (%s).", completed, section.steps, path
+        )
+        start = loading.load_keras_file(path)
     batches = train.take(TAYLOR_BATCHES) if section.importance == "taylor" else None
-    thin, decided = channel_pruning.prune_from_config(dense, section, batches=batches)
-    dense_cost, thin_cost = model_cost(dense).total, model_cost(thin).total
+    tune_steps = section.fine_tune_steps or steps_per_epoch
+    step = completed
+
+    def tune_and_save(step_model: keras.Model) -> None:
+        nonlocal step
+        step += 1
+        macs = model_cost(step_model).total.macs
+        loss = fine_tune(step_model, config, train, tune_steps)
+        logging.info(
+            "Channel pruning step %d of %d: %.2fx the dense MACs; fine-tuned %d steps, loss %.4f.",
+            step,
+            section.steps,
+            macs / max(1, dense_cost.macs),
+            tune_steps,
+            loss,
+        )
+        _save(step_model, out.channel_pruning_step(step))
+
+    thin = channel_pruning.prune_from_config(
+        start, section, batches=batches, fine_tune=tune_and_save, completed=completed, dense=dense
+    )
+    thin_cost = model_cost(thin).total
     report = {
         "target_macs": section.target_macs,
         "target_params": section.target_params,
         "importance": section.importance,
         "round_to": section.round_to,
+        "steps": section.steps,
+        "fine_tune_steps": tune_steps if section.steps > 1 else 0,
         "dense_macs": dense_cost.macs,
         "dense_params": dense_cost.params,
         "pruned_macs": thin_cost.macs,
         "pruned_params": thin_cost.params,
-        "channels": {name: list(kept) for name, kept in decided.kept.items()},
+        "channels": {
+            name: list(kept) for name, kept in channel_pruning.kept_channels(dense, thin).items()
+        },
         "dense_top1": _dense_top1(config.init_checkpoint),
     }
     os.makedirs(out.root, exist_ok=True)
-    partial = f"{out.architecture}.partial.keras"  # renamed into place: never half-written
-    thin.save(partial)
-    os.replace(partial, out.architecture)
+    _save(thin, out.architecture)
     write_json(out.channel_pruning_json, report)
+    # The steps only served to reach this model; a resume now starts from architecture.keras.
+    shutil.rmtree(out.channel_pruning_steps, ignore_errors=True)
     logging.info(
         "Channel pruning: %d -> %d MACs (%.2fx), %d -> %d parameters.",
         dense_cost.macs,

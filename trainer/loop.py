@@ -148,7 +148,7 @@ def _build_model(
             config.init_checkpoint,
             exclude=() if qat else checkpoints.CLASSIFIER_LAYERS,
         )
-    model = channels.prepare(model, config, run, out, train=train)
+    model = channels.prepare(model, config, run, out, train=train, steps_per_epoch=steps_per_epoch)
     if config.model.bn_momentum is not None:
         set_bn_momentum(model, config.model.bn_momentum)
     model = pruning.apply(model, config.pruning, steps_per_epoch=steps_per_epoch, total_steps=total)

@@ -7,12 +7,13 @@ import tensorflow as tf
 
 import trainer
 from architectures.cost import model_cost
-from compression import quantization
+from compression import channel_graph, quantization
 from configs import recipes
 from deploy import loading
 from deploy.fileio import read_json
 from deploy.workdir import Workdir
 from layers.wrappers import unwrap
+from trainer import channel_pruning as trainer_channel_pruning
 from trainer.callbacks import read_metrics_csv
 
 
@@ -32,7 +33,8 @@ def _config(**channel_pruning):
     [
         ({"target_macs": 0.0}, "channel_pruning.target_macs"),
         ({"target_macs": 0.5, "target_params": 0.5}, "channel_pruning.target_params"),
-        ({"target_macs": 0.5, "steps": 2}, "channel_pruning.steps"),
+        ({"target_macs": 0.5, "steps": 0}, "channel_pruning.steps"),
+        ({"target_macs": 0.5, "steps": 2, "fine_tune_steps": 0}, "channel_pruning.fine_tune_steps"),
         ({"target_macs": 0.5, "importance": "random"}, "channel_pruning.importance"),
     ],
 )
@@ -40,6 +42,58 @@ def test_bad_config_names_the_key(overrides, key, tmp_path):
     with pytest.raises(ValueError, match=f"config.{key}="):
         trainer.run(_config(**overrides), str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")  # refused before anything was written
+
+
+def test_gradual_pruning_resumes_after_the_last_saved_step(tmp_path, monkeypatch):
+    """steps=3: prune, fine-tune, save, twice, then the last step. A run stopped in the second
+    fine-tuning resumes from the saved first step (nothing before it is redone) and reaches the
+    budget along the same geometric schedule."""
+    run_dir = str(tmp_path / "run")
+    run = Workdir(run_dir)
+    config = _config(target_macs=0.5, steps=3, fine_tune_steps=2)
+    real_fine_tune = trainer_channel_pruning.fine_tune
+    tuned = []
+
+    def stopped_in_second(model, *args):
+        tuned.append(model_cost(model).total_macs)
+        if len(tuned) == 2:
+            raise RuntimeError("stopped")
+        return real_fine_tune(model, *args)
+
+    monkeypatch.setattr(trainer_channel_pruning, "fine_tune", stopped_in_second)
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer.run(config, run_dir)
+    assert os.path.isfile(run.channel_pruning_step(1))
+    assert not os.path.exists(run.channel_pruning_step(2)) and not os.path.exists(run.architecture)
+    step_1 = loading.load_keras_file(run.channel_pruning_step(1))
+    step_1_macs = model_cost(step_1).total_macs
+    assert step_1_macs == tuned[0]
+
+    tuned.clear()
+    monkeypatch.setattr(
+        trainer_channel_pruning,
+        "fine_tune",
+        lambda model, *args: (
+            tuned.append(model_cost(model).total_macs) or real_fine_tune(model, *args)
+        ),
+    )
+    metrics = trainer.run(config, run_dir)
+    record = metrics["channel_pruning"]
+    dense = record["dense_macs"]
+    assert len(tuned) == 1  # only step 2 was fine-tuned: step 1 came from its file
+    assert 0.5 ** (2 / 3) * dense * 0.9 < tuned[0] <= 0.5 ** (2 / 3) * dense < step_1_macs
+    assert step_1_macs <= 0.5 ** (1 / 3) * dense
+    assert record["pruned_macs"] <= 0.5 * dense and record["steps"] == 3
+    assert record["fine_tune_steps"] == 2
+    assert not os.path.exists(run.channel_pruning_steps)  # only served to reach the model
+    # The channel counts are those of the stored model, against the dense model's.
+    thin_groups = {
+        g.name: g.channels
+        for g in channel_graph.channel_groups(loading.load_keras_file(run.architecture))
+    }
+    assert {name: kept for name, (kept, _) in record["channels"].items()} == thin_groups
+    assert all(kept <= full for kept, full in record["channels"].values())
+    assert metrics["final"]["steps"] == 2
 
 
 @pytest.mark.slow
