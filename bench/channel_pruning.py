@@ -9,10 +9,12 @@ and ``compression.prune_channels`` of it at ``--target_macs``. With ``--pruned_r
 channel-pruned training run's model and the dense run it was pruned from
 (``config.init_checkpoint``), both rebuilt at ``--image_size`` with their trained weights (every
 family ends in global pooling, so the weights fit any input size). Each pair is converted to
-float32 TFLite (XNNPACK, ``--num_threads``) and run as a TF ``tf.function`` (one op at a time on
-``--num_threads`` intra-op threads); the four candidates are timed round-robin in one run
-(``bench.timing.time_interleaved``), so machine load hits them alike and the pruned/dense ratios
-are what to read.
+float32 TFLite (XNNPACK, ``--num_threads``), run as a TF ``tf.function`` (one op at a time on
+``--num_threads`` intra-op threads), and as the same function frozen for inference ("tf_frozen":
+variables turned into constants, so TensorFlow's graph optimizer folds each batch norm into its
+convolution and drops the variable reads, as a frozen graph deployed with TF does); the six
+candidates are timed round-robin in one run (``bench.timing.time_interleaved``), so machine load
+hits them alike and the pruned/dense ratios are what to read.
 
     python benchmark.py channel_pruning --model=mobilenet_v2_100 --reference=mobilenet_v2_050
 
@@ -39,6 +41,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import flags  # noqa: E402
+from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
+    convert_variables_to_constants_v2,  # TF 2's freezing (tf.compat.v1.graph_util is TF 1's)
+)
 
 import architectures  # noqa: E402
 import compression  # noqa: E402
@@ -101,6 +106,24 @@ def _pairs():
         yield name, dense, pruned
 
 
+RUNTIMES = ("tflite", "tf", "tf_frozen")
+
+
+def frozen_function(model: keras.Model, images: tf.Tensor):
+    """``model``'s inference as a TF function with its variables frozen into constants.
+
+    Raises:
+      AssertionError: the frozen function's outputs differ from the model's (beyond 1e-4).
+    """
+    call = tf.function(lambda x: model(x, training=False))
+    frozen = convert_variables_to_constants_v2(
+        call.get_concrete_function(tf.TensorSpec(images.shape, images.dtype))
+    )
+    expected, got = model(images, training=False).numpy(), frozen(images)[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"frozen {model.name}")
+    return frozen
+
+
 def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
     size = FLAGS.image_size
     images = np.random.default_rng(0).random((1, size, size, 3)).astype(np.float32)
@@ -117,6 +140,8 @@ def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
         candidates[f"{label}_tflite"] = lambda runner=runner: runner(images)
         call = tf.function(lambda x, model=model: model(x, training=False))
         candidates[f"{label}_tf"] = lambda call=call: call(tensor)
+        frozen = frozen_function(model, tensor)
+        candidates[f"{label}_tf_frozen"] = lambda frozen=frozen: frozen(tensor)
     timings = timing.time_interleaved(
         candidates, repeats=FLAGS.repeats, calls_per_repeat=FLAGS.calls, warmup=FLAGS.warmup
     )
@@ -130,7 +155,7 @@ def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
         "pruned_params": costs["pruned"].params,
     }
     ms = {label: t.median_ms for label, t in timings.items()}
-    for runtime in ("tflite", "tf"):
+    for runtime in RUNTIMES:
         for label in ("dense", "pruned"):
             result[f"{label}_{runtime}_ms"] = ms[f"{label}_{runtime}"]
         result[f"{runtime}_ratio"] = ms[f"pruned_{runtime}"] / ms[f"dense_{runtime}"]
@@ -139,10 +164,10 @@ def _measure(name: str, dense: keras.Model, pruned: keras.Model) -> dict:
             "model": reference,
             "macs": costs[reference].macs,
             "params": costs[reference].params,
-            **{f"{runtime}_ms": ms[f"{reference}_{runtime}"] for runtime in ("tflite", "tf")},
+            **{f"{runtime}_ms": ms[f"{reference}_{runtime}"] for runtime in RUNTIMES},
             **{
                 f"{runtime}_ratio": ms[f"{reference}_{runtime}"] / ms[f"dense_{runtime}"]
-                for runtime in ("tflite", "tf")
+                for runtime in RUNTIMES
             },
         }
         for reference in FLAGS.reference
@@ -248,28 +273,32 @@ def main(argv) -> None:
         return
     rows = ""
     for r in results:
+        times = "".join(
+            f"{r[f'dense_{t}_ms']:.2f} | {r[f'pruned_{t}_ms']:.2f} | {r[f'{t}_ratio']:.2f} | "
+            for t in RUNTIMES
+        )
         rows += (
             f"| {r['model']} | {r['pruned_macs'] / r['dense_macs']:.2f} | "
-            f"{r['dense_params'] / 1e6:.2f} → {r['pruned_params'] / 1e6:.2f} | "
-            f"{r['dense_tflite_ms']:.2f} | {r['pruned_tflite_ms']:.2f} | "
-            f"{r['tflite_ratio']:.2f} | "
-            f"{r['dense_tf_ms']:.2f} | {r['pruned_tf_ms']:.2f} | {r['tf_ratio']:.2f} |\n"
+            f"{r['dense_params'] / 1e6:.2f} → {r['pruned_params'] / 1e6:.2f} | {times}\n"
         )
         for ref in r["references"]:  # in the pruned columns, against the same dense model
+            times = "".join(
+                f"{r[f'dense_{t}_ms']:.2f} | {ref[f'{t}_ms']:.2f} | {ref[f'{t}_ratio']:.2f} | "
+                for t in RUNTIMES
+            )
             rows += (
                 f"| ↳ reference `{ref['model']}` | {ref['macs'] / r['dense_macs']:.2f} | "
-                f"{r['dense_params'] / 1e6:.2f} → {ref['params'] / 1e6:.2f} | "
-                f"{r['dense_tflite_ms']:.2f} | {ref['tflite_ms']:.2f} | "
-                f"{ref['tflite_ratio']:.2f} | "
-                f"{r['dense_tf_ms']:.2f} | {ref['tf_ms']:.2f} | {ref['tf_ratio']:.2f} |\n"
+                f"{r['dense_params'] / 1e6:.2f} → {ref['params'] / 1e6:.2f} | {times}\n"
             )
     table = (
         "| model | MACs kept | params (M) | TFLite dense ms | TFLite pruned ms | ratio | "
-        "TF dense ms | TF pruned ms | ratio |\n|---|---|---|---|---|---|---|---|---|\n"
+        "TF dense ms | TF pruned ms | ratio | TF frozen dense ms | TF frozen pruned ms | ratio |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n"
         f"{FLAGS.image_size}×{FLAGS.image_size}, batch 1, TFLite float32 with XNNPACK on "
         f"{FLAGS.num_threads} threads, TF a `tf.function` on {FLAGS.num_threads} intra-op "
-        f"threads, one op at a time; medians of {FLAGS.repeats} interleaved repeats of "
+        f"threads, one op at a time (TF frozen: the same with variables frozen into constants); "
+        f"medians of {FLAGS.repeats} interleaved repeats of "
         f"{FLAGS.calls} calls. {report.machine_description()}."
     )
     print(table)

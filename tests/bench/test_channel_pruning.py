@@ -23,10 +23,12 @@ def test_json_contract_with_a_reference():
     (row,) = json_lines(result.stdout)
     assert row["pruned_macs"] <= 0.5 * row["dense_macs"]
     assert row["pruned_params"] < row["dense_params"]
-    for runtime in ("tflite", "tf"):
+    for runtime in ("tflite", "tf", "tf_frozen"):
         ratio = row[f"pruned_{runtime}_ms"] / row[f"dense_{runtime}_ms"]
         assert row[f"{runtime}_ratio"] == pytest.approx(ratio)
     (reference,) = row["references"]
     assert reference["model"] == "mobilenet_v1_025"
     assert (reference["macs"], reference["params"]) == (row["dense_macs"], row["dense_params"])
-    assert reference["tf_ratio"] == pytest.approx(reference["tf_ms"] / row["dense_tf_ms"])
+    for runtime in ("tf", "tf_frozen"):
+        ratio = reference[f"{runtime}_ms"] / row[f"dense_{runtime}_ms"]
+        assert reference[f"{runtime}_ratio"] == pytest.approx(ratio)
