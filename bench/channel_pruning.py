@@ -17,8 +17,10 @@ candidates are timed round-robin in one run (``bench.timing.time_interleaved``),
 hits them alike and the pruned/dense ratios are what to read.
 
     python benchmark.py channel_pruning --model=mobilenet_v2_100 --reference=mobilenet_v2_050
+    python benchmark.py channel_pruning --model=mobilenet_v2_100 --skip='stem,*_project'
 
-``--reference``: registered models timed in the same interleaved run as each pair (fresh
+``--skip``: channel groups the plan leaves whole (``compression.prune_channels``), e.g.
+MobileNet v2's residual trunks. ``--reference``: registered models timed in the same interleaved run as each pair (fresh
 weights, same size), with their ratios to that pair's dense model. A uniformly narrower variant
 shows how much of a runtime's time at batch 1 does not shrink with the channel counts at all
 (per-operation overhead): no pruning of the same layers can run faster than that floor.
@@ -61,6 +63,9 @@ flags.DEFINE_integer("image_size", 224, "Square input size of every timed model.
 flags.DEFINE_integer("num_classes", 1000, "Classifier width of the registered models.")
 flags.DEFINE_float("target_macs", 0.5, "Fraction of the dense multiply-adds kept.")
 flags.DEFINE_string("importance", "l1", "Channel importance: l1 or bn_gamma.")
+flags.DEFINE_list(
+    "skip", [], "Channel groups kept whole: names or fnmatch patterns (e.g. stem,*_project)."
+)
 flags.DEFINE_string("pruned_run", "", "A channel-pruned train.py workdir to time instead.")
 flags.DEFINE_list("runs", [], "train.py workdirs to time and plot (top-1 vs TFLite latency).")
 flags.DEFINE_string("plot", "", "With --runs: where to write the top-1 vs latency PNG.")
@@ -100,9 +105,15 @@ def _pairs():
         dense = architectures.create_model(
             name, input_shape=(size, size, 3), num_classes=FLAGS.num_classes
         )
-        pruned = compression.prune_channels(
-            dense, target_macs=FLAGS.target_macs, importance=FLAGS.importance
-        )
+        try:
+            pruned = compression.prune_channels(
+                dense,
+                target_macs=FLAGS.target_macs,
+                importance=FLAGS.importance,
+                skip=tuple(FLAGS.skip),
+            )
+        except ValueError as error:
+            raise SystemExit(f"benchmark.py channel_pruning: --model={name}: {error}") from None
         yield name, dense, pruned
 
 

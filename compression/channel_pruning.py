@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fnmatch
 import itertools
 import math
 import os
@@ -486,6 +487,26 @@ class PruningPlan:
     estimated: tuple[int, int]
 
 
+def skipped_groups(graph: ChannelGraph, skip: tuple[str, ...]) -> set[str]:
+    """The names of ``graph``'s groups that ``skip`` (names or ``fnmatch`` patterns) matches.
+
+    Raises:
+      ValueError: a name or pattern that matches no group (a typo would otherwise prune what
+        it meant to keep).
+    """
+    names = [g.name for g in graph.groups]
+    matched = set()
+    for pattern in skip:
+        hits = {name for name in names if fnmatch.fnmatchcase(name, pattern)}
+        if not hits:
+            raise ValueError(
+                f"skip={pattern!r} matches no channel group; the groups are the first producer "
+                f"layers {', '.join(names)} (compression.channel_groups(model))."
+            )
+        matched |= hits
+    return matched
+
+
 def plan(
     graph: ChannelGraph,
     scores: dict[int, float],
@@ -507,7 +528,8 @@ def plan(
         ``target_macs``).
       round_to: channel counts stay multiples of this (in each group's first producer).
       min_channels: the fewest channels a group keeps; default ``round_to``.
-      skip: group names (their first producer layer) never pruned.
+      skip: groups never pruned: their names (first producer layer) or ``fnmatch`` patterns
+        of them (``"*_project"``).
       costs: the graph's ``CostModel``, when the caller plans several budgets.
 
     Returns:
@@ -520,7 +542,8 @@ def plan(
     budget = target * dense[index]
     min_channels = round_to if min_channels is None else min_channels
 
-    groups = [g for g in graph.groups if g.name not in skip]
+    kept_whole = skipped_groups(graph, skip)
+    groups = [g for g in graph.groups if g.name not in kept_whole]
     order = {g.name: sorted(g.units, key=lambda u: scores.get(u, 0.0)) for g in groups}
     removed_count = {g.name: 0 for g in groups}
     counts = [dict(call.full) for call in costs.calls]  # kept channels per call and variable
@@ -619,7 +642,8 @@ def prune_channels(
       importance: ``"l1"``, ``"bn_gamma"`` or ``"taylor"`` (needs ``batches``).
       round_to: kept channel counts are multiples of this.
       min_channels: the fewest channels any group keeps (default ``round_to``).
-      skip: names of groups (their first producer layer, see ``channel_groups``) to leave whole.
+      skip: groups to leave whole: names (their first producer layer, see ``channel_groups``)
+        or ``fnmatch`` patterns of them (``"stem"``, ``"*_project"``).
       batches: ``(images, labels)`` batches for ``taylor`` (iterated once per step: a list or
         a ``tf.data.Dataset``, not a generator).
       loss: ``loss(labels, outputs)`` for ``taylor``; default cross-entropy.

@@ -156,7 +156,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # the last followed by fine_tune_steps training steps (None: one epoch).
     config.channel_pruning.steps = 1
     config.channel_pruning.fine_tune_steps = config_dict.placeholder(int)
-    config.channel_pruning.skip = ""  # comma-separated group names (channel_groups) kept whole
+    # Groups kept whole: comma-separated names (compression.channel_groups) or fnmatch patterns;
+    # "stem,*_project" keeps MobileNet v2's residual trunks (docs/compression.md: faster).
+    config.channel_pruning.skip = ""
 
     # Quantization-aware training (compression/quantization.py, docs/deploy.md): fine-tune
     # init_checkpoint (a float run; a pruned one keeps its sparsity) with tfmot's 8-bit scheme.

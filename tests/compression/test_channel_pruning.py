@@ -7,6 +7,7 @@ contribution), then remove them. The zeroed wide model and the thin model must a
 the thin one is rebuilt from real layers, so a wrong tie, permutation or slice changes outputs.
 """
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -363,3 +364,16 @@ def test_pruned_model_takes_tfmot_pruning_and_int8():
     assert pruning.has_wrappers(wrapped)
     flatbuffer = tflite.convert(thin, "int8", representative_images=_images(8))
     assert "CONV_2D" in tflite.op_names(flatbuffer)
+
+
+def test_skip_keeps_the_groups_its_patterns_match_whole(mobilenet_v2):
+    model, _, _ = mobilenet_v2
+    skip = ("stem", "*_project")  # MobileNet v2's residual trunks (docs/compression.md)
+    thin, plan = compression.prune_channels(model, target_macs=0.6, skip=skip, return_plan=True)
+    kept_whole = [name for name in plan.kept if any(fnmatch.fnmatchcase(name, p) for p in skip)]
+    assert "stem" in kept_whole and len(kept_whole) > 2
+    assert all(plan.kept[name][0] == plan.kept[name][1] for name in kept_whole)
+    assert any(kept < full for kept, full in plan.kept.values())  # the others paid for it
+    assert model_cost(thin).total_macs <= 0.6 * model_cost(model).total_macs
+    with pytest.raises(ValueError, match=r"skip='\*_projekt' matches no channel group"):
+        compression.prune_channels(model, skip=("*_projekt",))
