@@ -19,7 +19,8 @@ hits them alike and the pruned/dense ratios are what to read.
     python benchmark.py channel_pruning --model=mobilenet_v2_100 --reference=mobilenet_v2_050
     python benchmark.py channel_pruning --model=mobilenet_v2_100 --skip='stem,*_project'
 
-``--skip``: channel groups the plan leaves whole (``compression.prune_channels``), e.g.
+``--min_fraction``: the smallest fraction of its channels any group keeps. ``--skip``: channel
+groups the plan leaves whole (``compression.prune_channels``), e.g.
 MobileNet v2's residual trunks. ``--reference``: registered models timed in the same interleaved run as each pair (fresh
 weights, same size), with their ratios to that pair's dense model. A uniformly narrower variant
 shows how much of a runtime's time at batch 1 does not shrink with the channel counts at all
@@ -63,6 +64,7 @@ flags.DEFINE_integer("image_size", 224, "Square input size of every timed model.
 flags.DEFINE_integer("num_classes", 1000, "Classifier width of the registered models.")
 flags.DEFINE_float("target_macs", 0.5, "Fraction of the dense multiply-adds kept.")
 flags.DEFINE_string("importance", "l1", "Channel importance: l1 or bn_gamma.")
+flags.DEFINE_float("min_fraction", 0.0, "Smallest fraction of its channels a group keeps.")
 flags.DEFINE_list(
     "skip", [], "Channel groups kept whole: names or fnmatch patterns (e.g. stem,*_project)."
 )
@@ -110,6 +112,7 @@ def _pairs():
                 dense,
                 target_macs=FLAGS.target_macs,
                 importance=FLAGS.importance,
+                min_fraction=FLAGS.min_fraction,
                 skip=tuple(FLAGS.skip),
             )
         except ValueError as error:

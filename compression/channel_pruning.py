@@ -515,6 +515,7 @@ def plan(
     target_params: float | None = None,
     round_to: int = 8,
     min_channels: int | None = None,
+    min_fraction: float = 0.0,
     skip: tuple[str, ...] = (),
     costs: CostModel | None = None,
 ) -> PruningPlan:
@@ -528,6 +529,8 @@ def plan(
         ``target_macs``).
       round_to: channel counts stay multiples of this (in each group's first producer).
       min_channels: the fewest channels a group keeps; default ``round_to``.
+      min_fraction: the smallest fraction of its channels a group keeps (0: no floor; 0.5: no
+        group loses more than half, which stops the budget from collapsing a few groups).
       skip: groups never pruned: their names (first producer layer) or ``fnmatch`` patterns
         of them (``"*_project"``).
       costs: the graph's ``CostModel``, when the caller plans several budgets.
@@ -563,6 +566,7 @@ def plan(
     def next_chunk(g: ChannelGroup) -> list[int]:
         step = max(1, round_to // g.channels_per_unit)
         floor = max(1, math.ceil(min_channels / g.channels_per_unit))
+        floor = max(floor, math.ceil(min_fraction * len(g.units) - 1e-9))
         kept = len(g.units) - removed_count[g.name]
         target_kept = ((kept - 1) // step) * step
         if target_kept < floor:
@@ -626,6 +630,7 @@ def prune_channels(
     importance: str = "l1",
     round_to: int = 8,
     min_channels: int | None = None,
+    min_fraction: float = 0.0,
     skip: tuple[str, ...] = (),
     batches=None,
     loss=None,
@@ -642,6 +647,8 @@ def prune_channels(
       importance: ``"l1"``, ``"bn_gamma"`` or ``"taylor"`` (needs ``batches``).
       round_to: kept channel counts are multiples of this.
       min_channels: the fewest channels any group keeps (default ``round_to``).
+      min_fraction: the smallest fraction of its channels any group keeps (0: no floor); with
+        ``steps=N`` each step keeps ``min_fraction ** (1 / N)`` of what the step before left.
       skip: groups to leave whole: names (their first producer layer, see ``channel_groups``)
         or ``fnmatch`` patterns of them (``"stem"``, ``"*_project"``).
       batches: ``(images, labels)`` batches for ``taylor`` (iterated once per step: a list or
@@ -664,6 +671,8 @@ def prune_channels(
         raise ValueError(f"steps={steps!r} must be a positive integer.")
     if steps > 1 and return_plan:
         raise ValueError("return_plan needs steps=1: each step plans on its own graph.")
+    if not 0.0 <= min_fraction < 1.0:
+        raise ValueError(f"min_fraction={min_fraction!r} must be in [0, 1).")
     target, index = _target(target_macs, target_params)
     dense = None
     for step in range(1, steps + 1):
@@ -681,6 +690,7 @@ def prune_channels(
             target_params=fraction if index == 1 else None,
             round_to=round_to,
             min_channels=min_channels,
+            min_fraction=min_fraction ** (1.0 / steps),
             skip=tuple(skip),
             costs=costs,
         )
@@ -698,6 +708,7 @@ _KEYS = (
     "target_params",
     "importance",
     "round_to",
+    "min_fraction",
     "steps",
     "fine_tune_steps",
     "skip",
@@ -732,6 +743,9 @@ def validate(section) -> None:
     )
     validation.check_choice(section, "importance", IMPORTANCES, prefix)
     validation.check_range(section, "round_to", low=1, integer=True, prefix=prefix)
+    validation.check_range(
+        section, "min_fraction", low=0.0, high=1.0, high_open=True, prefix=prefix
+    )
     validation.check_range(section, "steps", low=1, integer=True, prefix=prefix)
     validation.check_range(
         section, "fine_tune_steps", low=1, integer=True, optional=True, prefix=prefix
@@ -770,6 +784,8 @@ def prune_from_config(
         target_params=target_params,
         importance=section.importance,
         round_to=section.round_to,
+        # Per step the floor is min_fraction ** (1 / steps); the remaining steps keep that rate.
+        min_fraction=section.min_fraction ** ((section.steps - completed) / section.steps),
         skip=tuple(name.strip() for name in section.skip.split(",") if name.strip()),
         batches=batches,
         steps=section.steps - completed,

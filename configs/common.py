@@ -152,6 +152,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.channel_pruning.target_params = config_dict.placeholder(float)  # or this fraction
     config.channel_pruning.importance = "l1"  # l1 | bn_gamma | taylor
     config.channel_pruning.round_to = 8  # kept channel counts are multiples of this
+    config.channel_pruning.min_fraction = 0.0  # no group keeps less of its channels than this
     # Gradual pruning: steps along a geometric schedule of budgets before training, each but
     # the last followed by fine_tune_steps training steps (None: one epoch).
     config.channel_pruning.steps = 1

@@ -156,6 +156,8 @@ def prepare(
         "target_params": section.target_params,
         "importance": section.importance,
         "round_to": section.round_to,
+        "min_fraction": section.min_fraction,
+        "skip": section.skip,
         "steps": section.steps,
         "fine_tune_steps": tune_steps if section.steps > 1 else 0,
         "dense_macs": dense_cost.macs,

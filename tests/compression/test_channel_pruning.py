@@ -377,3 +377,14 @@ def test_skip_keeps_the_groups_its_patterns_match_whole(mobilenet_v2):
     assert model_cost(thin).total_macs <= 0.6 * model_cost(model).total_macs
     with pytest.raises(ValueError, match=r"skip='\*_projekt' matches no channel group"):
         compression.prune_channels(model, skip=("*_projekt",))
+
+
+def test_min_fraction_is_a_floor_on_every_group(mobilenet_v2):
+    model, _, _ = mobilenet_v2
+    free = compression.prune_channels(model, target_macs=0.5, return_plan=True)[1]
+    _, plan = compression.prune_channels(model, target_macs=0.5, min_fraction=0.5, return_plan=True)
+    assert any(kept < 0.5 * full for kept, full in free.kept.values())  # the floor binds
+    assert all(kept >= 0.5 * full for kept, full in plan.kept.values())
+    assert plan.estimated[0] <= 0.5 * plan.dense[0]  # still met, spread over more groups
+    with pytest.raises(ValueError, match=r"min_fraction=1.0 must be in \[0, 1\)"):
+        compression.prune_channels(model, min_fraction=1.0)

@@ -34,6 +34,7 @@ def _config(**channel_pruning):
         ({"target_macs": 0.0}, "channel_pruning.target_macs"),
         ({"target_macs": 0.5, "target_params": 0.5}, "channel_pruning.target_params"),
         ({"target_macs": 0.5, "steps": 0}, "channel_pruning.steps"),
+        ({"target_macs": 0.5, "min_fraction": 1.0}, "channel_pruning.min_fraction"),
         ({"target_macs": 0.5, "steps": 2, "fine_tune_steps": 0}, "channel_pruning.fine_tune_steps"),
         ({"target_macs": 0.5, "importance": "random"}, "channel_pruning.importance"),
     ],
