@@ -154,7 +154,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.channel_pruning.round_to = 8  # kept channel counts are multiples of this
     config.channel_pruning.min_fraction = 0.0  # no group keeps less of its channels than this
     # Gradual pruning: steps along a geometric schedule of budgets before training, each but
-    # the last followed by fine_tune_steps training steps (None: one epoch).
+    # the last followed by fine_tune_steps training steps (None: five epochs).
     config.channel_pruning.steps = 1
     config.channel_pruning.fine_tune_steps = config_dict.placeholder(int)
     # Groups kept whole: comma-separated names (compression.channel_groups) or fnmatch patterns;
