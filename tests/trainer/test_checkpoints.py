@@ -3,6 +3,7 @@ start with the classifier excluded."""
 
 import glob
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -115,3 +116,27 @@ def test_warm_start_errors_name_the_path(tmp_path):
     prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "bare" / "ckpt"))
     with pytest.raises(ValueError, match="no config.json"):
         checkpoints.warm_start(model, prefix)
+
+
+def test_ctrl_c_during_a_save_waits_for_it_to_finish(tmp_path, monkeypatch):
+    """SIGINT in the middle of a save: the checkpoint is still written whole and recorded, then
+    the KeyboardInterrupt comes; the next save works (a cut save used to hang the one Ctrl-C
+    makes)."""
+    model, state = _state(str(tmp_path / "checkpoints"))
+    _train(model, 2)
+    manager_save = state._write.save
+    handler = signal.getsignal(signal.SIGINT)
+
+    def interrupted_save():
+        os.kill(os.getpid(), signal.SIGINT)  # arrives mid-save
+        return manager_save()
+
+    monkeypatch.setattr(state._write, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        state.save()
+    assert state.last_saved_step == state.step
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) is not None
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    monkeypatch.undo()
+    _train(model, 1)
+    assert state.save() is not None
