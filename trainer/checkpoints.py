@@ -11,9 +11,9 @@ checkpoints whose files were complete. As a second line of defence ``restore_lat
 to the previous checkpoint when the newest one cannot be read.
 
 Ctrl-C cannot cut a save short either: ``CheckpointState.save`` holds SIGINT back until the save
-has finished (``interrupts_deferred``), then raises the ``KeyboardInterrupt``. An interrupt that
-landed inside the checkpoint manager's bookkeeping used to leave TensorFlow's saver half-way, and
-the trainer's own save on Ctrl-C then hung (seen once in the reliability test under load).
+has finished (``interrupts_deferred``), then raises the ``KeyboardInterrupt``. An interrupt inside
+TensorFlow's saver can leave it half-way, and the trainer's own save on Ctrl-C then waits on it
+(the likeliest cause of a hang seen once in the reliability test under load).
 """
 
 from __future__ import annotations
