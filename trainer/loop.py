@@ -273,6 +273,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
     # restored as finished but missing from metrics.csv or best/.
     # A val_ema_* best metric saves the average that scored it.
     best_weights = {"weights": average.applied} if ema.scores_average(config.train) else {}
+    interrupt = cbs.InterruptAtStepEnd()
     callbacks = [
         guard,
         *([ema.EmaCallback(average, val, config.train.eval_steps, guard)] if average else []),
@@ -281,6 +282,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         cbs.BestModel(model, out, config.train.best_metric, guard, **best_weights),
         *_tensorboard(out.logs),
         cbs.CheckpointSaver(state, config.train.checkpoint_every_steps, guard),
+        interrupt,  # last: Ctrl-C stops after the step's or epoch's other callbacks
     ]
     fit = dict(
         x=train,
@@ -290,7 +292,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
         verbose=console.progress_verbosity(config.train.verbose),
     )
     try:
-        with bundle.reporting_failures():
+        with bundle.reporting_failures(), interrupt:
             # The rest of an interrupted epoch first, then the fine-tuning phases (one unless
             # train.freeze_backbone_epochs), each from the restored step alone.
             for segment in finetune.segments(
@@ -309,7 +311,7 @@ def _run(config, workdir: str, rt: runtime.Runtime) -> dict:
                     **fit,
                 )
     except KeyboardInterrupt:
-        # Ctrl-C lands between steps (TensorFlow's ops finish first): the state is consistent.
+        # Ctrl-C lands between steps (InterruptAtStepEnd): the state is consistent.
         if not guard.tripped and guard.check_weights():
             state.save()
         saved = state.last_saved_step
