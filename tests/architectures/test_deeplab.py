@@ -26,16 +26,22 @@ CLASSES = 5
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def small():
-    """deeplabv3plus_mobilenet_v2_100 at 32×32, α = 0.35, seeded; shared by the module."""
-    keras.utils.set_random_seed(0)
+def _small_deeplab(seed: int, **overrides) -> keras.Model:
+    """deeplabv3plus_mobilenet_v2_100 at 32×32, α = 0.35, weights seeded with ``seed``."""
+    keras.utils.set_random_seed(seed)
     return create_model(
         "deeplabv3plus_mobilenet_v2_100",
         input_shape=(SIZE, SIZE, 3),
         num_classes=CLASSES,
         alpha=0.35,
+        **overrides,
     )
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The small DeepLab v3+, shared by the module."""
+    return _small_deeplab(seed=0)
 
 
 def _batch(seed=0, batch=2):
@@ -156,15 +162,7 @@ def test_structured_channel_pruning_is_exact_and_the_thin_model_converts_cleanly
     stages and ``Resize2D``. The exact-equivalence check of the channel-pruning tests (zero what
     reads about a third of every group's channels, remove them: the same logits, fewer
     parameters); the thin model converts to a clean TFLite file with its logits."""
-    keras.utils.set_random_seed(0)
-    model = create_model(
-        "deeplabv3plus_mobilenet_v2_100",
-        input_shape=(SIZE, SIZE, 3),
-        num_classes=CLASSES,
-        alpha=0.35,
-        dropout=0.0,
-    )
-    thin = check_channel_pruning_equivalence(model)
+    thin = check_channel_pruning_equivalence(_small_deeplab(seed=0, dropout=0.0))
     images, _ = _batch(seed=2)
     flatbuffer = tflite.convert(thin)
     ops = tflite.op_names(flatbuffer)
@@ -189,13 +187,7 @@ def test_quantization_aware_training_converts_to_a_full_int8_file(tmp_path):
     from deploy import quantized
     from tests.compression.test_quantization import _convert_uncalibrated
 
-    keras.utils.set_random_seed(1)
-    model = create_model(
-        "deeplabv3plus_mobilenet_v2_100",
-        input_shape=(SIZE, SIZE, 3),
-        num_classes=CLASSES,
-        alpha=0.35,
-    )
+    model = _small_deeplab(seed=1)
     qat = quantization.apply(model, ml_collections.ConfigDict({"aware": True, "int8_io": True}))
     images, masks = _batch(batch=4)
     quantization.calibrate(qat, images)
