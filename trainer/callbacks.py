@@ -11,8 +11,6 @@ import csv
 import io
 import math
 import os
-import signal
-import threading
 import time
 
 import tensorflow as tf
@@ -21,7 +19,7 @@ import tf_keras as keras
 from deploy.fileio import read_json, write_atomic, write_json
 from deploy.plotting import pyplot
 from deploy.workdir import Workdir
-from trainer.checkpoints import CheckpointState
+from trainer.checkpoints import CheckpointState, sigint_handler
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -98,17 +96,16 @@ class InterruptAtStepEnd(keras.callbacks.Callback):
     Used as a context manager around ``fit``: while inside, SIGINT only records itself, and the
     callback raises ``KeyboardInterrupt`` from the next training batch end or epoch end (put it
     last, so the other callbacks finish that step or epoch first), a point where the state is
-    consistent. Python's default handler raises
-    wherever the main thread happens to be, and inside TensorFlow's C++ calls that exception can
-    be lost: a run then trained on after Ctrl-C (seen in the reliability test under load). A
-    second Ctrl-C raises at once. Outside the main thread (where Python never runs signal
-    handlers) it does nothing.
+    consistent. Python's default handler raises wherever the main thread happens to be, and
+    inside TensorFlow's C++ calls that exception can be lost: a run then trained on after Ctrl-C
+    (seen in the reliability test under load). A second Ctrl-C raises at once. Outside the main
+    thread it does nothing (``trainer.checkpoints.sigint_handler``).
     """
 
     def __init__(self):
         super().__init__()
         self.received = 0
-        self._previous = None
+        self._handling = None
 
     def _record(self, signum, frame):
         del signum, frame
@@ -117,15 +114,12 @@ class InterruptAtStepEnd(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._record)
+        self._handling = sigint_handler(self._record)
+        self._handling.__enter__()
         return self
 
     def __exit__(self, *exc_info):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-        return False
+        return self._handling.__exit__(*exc_info)
 
     def _raise_if_interrupted(self, *args, **kwargs):
         del args, kwargs

@@ -34,19 +34,27 @@ CLASSIFIER_LAYERS = (CLASSIFIER_NAME,)
 
 
 @contextlib.contextmanager
-def interrupts_deferred():
-    """Holds Ctrl-C (SIGINT) back for the block; raises ``KeyboardInterrupt`` after it if one
-    came. Python runs signal handlers in the main thread only, so elsewhere this does nothing.
-    """
+def sigint_handler(handler):
+    """Runs the block with ``handler(signum, frame)`` as the SIGINT handler, then restores the
+    previous one. Python runs signal handlers in the main thread only, so elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Holds Ctrl-C (SIGINT) back for the block; raises ``KeyboardInterrupt`` after it if one
+    came (main thread only, see ``sigint_handler``)."""
+    received = []
+    with sigint_handler(lambda signum, frame: received.append(signum)):
+        yield
     if received:
         raise KeyboardInterrupt
 
