@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from architectures.cost import model_cost  # noqa: E402
 from compression.channel_graph import (  # noqa: E402
     BATCH_NORM,
     CONV,
@@ -756,7 +757,13 @@ def validate(section) -> None:
 
 
 def prune_from_config(
-    model: keras.Model, section, *, batches=None, fine_tune=None, completed: int = 0, dense=None
+    model: keras.Model,
+    section,
+    *,
+    batches=None,
+    fine_tune=None,
+    completed: int = 0,
+    dense_cost: tuple[int, int] | None = None,
 ) -> keras.Model:
     """``prune_channels`` with ``config.channel_pruning``'s settings: the pruned model.
 
@@ -767,16 +774,15 @@ def prune_from_config(
       batches: training batches (``taylor``).
       fine_tune: ``fine_tune(model)`` between steps (see ``prune_channels``).
       completed: steps of ``section.steps`` already taken to reach ``model``.
-      dense: the dense model, when ``completed > 0``: the budget stays a fraction of its cost,
-        and the remaining steps continue the same geometric schedule (step ``k`` of ``steps``
-        still reaches ``target ** (k / steps)`` of the dense cost).
+      dense_cost: ``(macs, params)`` of the dense model, when ``completed > 0``: the budget
+        stays a fraction of it, and the remaining steps continue the same geometric schedule
+        (step ``k`` of ``steps`` still reaches ``target ** (k / steps)`` of the dense cost).
     """
     target_macs, target_params = section.target_macs, section.target_params
     if completed:
         target, index = _target(target_macs, target_params)
-        dense_cost = CostModel(ChannelGraph(dense)).total(set())[index]
-        current = CostModel(ChannelGraph(model)).total(set())[index]
-        fraction = min(1.0, target * dense_cost / current)
+        current = model_cost(model).total
+        fraction = min(1.0, target * dense_cost[index] / (current.macs, current.params)[index])
         target_macs, target_params = (fraction, None) if index == 0 else (None, fraction)
     return prune_channels(
         model,

@@ -154,7 +154,12 @@ def prepare(
         _save(step_model, out.channel_pruning_step(step))
 
     thin = channel_pruning.prune_from_config(
-        start, section, batches=batches, fine_tune=tune_and_save, completed=completed, dense=dense
+        start,
+        section,
+        batches=batches,
+        fine_tune=tune_and_save,
+        completed=completed,
+        dense_cost=(dense_cost.macs, dense_cost.params),
     )
     thin_cost = model_cost(thin).total
     report = {
